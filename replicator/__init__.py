@@ -1,0 +1,1 @@
+"""Shared parts of the replicator: settings, message model, clients, copy engine, reconcile."""

@@ -1,0 +1,144 @@
+"""boto3 clients for the two ends and the queue, built once per process and shared by threads.
+
+The AWS side (SQS, Secrets Manager, the source bucket by default) uses boto3's standard chain, so
+AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS point the same code at a local stack.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from replicator.errors import StartupError
+from replicator.logs import register_secrets
+from replicator.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+# Accepted spellings of the two fields in the secret's JSON (ours first, then the old syncer's).
+_ACCESS_KEY_FIELDS = ("access_key_id", "aws_access_key_id", "AWS_ACCESS_KEY_ID", "lc_access_key")
+_SECRET_KEY_FIELDS = ("secret_access_key", "aws_secret_access_key", "AWS_SECRET_ACCESS_KEY", "lc_secret_key")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of the copy: a bucket and the client that reaches it."""
+
+    name: str  # "source" or "target", for messages
+    bucket: str
+    client: S3Client
+    url: str  # for error messages; never holds credentials
+
+
+@dataclass(frozen=True)
+class Clients:
+    source: Endpoint
+    target: Endpoint
+    session: boto3.session.Session
+
+    def sqs(self, settings: Settings) -> SQSClient:
+        return self.session.client("sqs", config=_aws_config(settings))
+
+
+def _aws_config(settings: Settings) -> Config:
+    return Config(
+        retries={"mode": "standard", "max_attempts": settings.max_attempts},
+        max_pool_connections=settings.max_pool_connections,
+        connect_timeout=settings.connect_timeout_seconds,
+        read_timeout=settings.read_timeout_seconds,
+    )
+
+
+def _s3_config(settings: Settings, side: str) -> Config:
+    checksum = getattr(settings, f"{side}_checksum_mode")
+    return Config(
+        retries={"mode": "standard", "max_attempts": settings.max_attempts},
+        max_pool_connections=settings.max_pool_connections,
+        connect_timeout=settings.connect_timeout_seconds,
+        read_timeout=settings.read_timeout_seconds,
+        tcp_keepalive=True,
+        signature_version="s3v4",
+        request_checksum_calculation=checksum,
+        response_checksum_validation=checksum,
+        s3={"addressing_style": getattr(settings, f"{side}_addressing_style")},
+    )
+
+
+def read_secret_credentials(session: boto3.session.Session, secret_id: str, variable: str) -> Credentials:
+    """Fetch {access key id, secret key} from a Secrets Manager secret's JSON."""
+    try:
+        value = session.client("secretsmanager").get_secret_value(SecretId=secret_id)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise StartupError(f"{variable}: cannot read secret {secret_id!r}: {code}") from None
+    except BotoCoreError as exc:
+        raise StartupError(f"{variable}: cannot reach Secrets Manager: {type(exc).__name__}") from None
+    try:
+        data = json.loads(value.get("SecretString") or "")
+    except json.JSONDecodeError:
+        raise StartupError(f"{variable}: secret {secret_id!r} is not a JSON object") from None
+    if not isinstance(data, dict):
+        raise StartupError(f"{variable}: secret {secret_id!r} is not a JSON object")
+    key_id = next((data[f] for f in _ACCESS_KEY_FIELDS if data.get(f)), None)
+    secret = next((data[f] for f in _SECRET_KEY_FIELDS if data.get(f)), None)
+    if not key_id or not secret:
+        raise StartupError(
+            f"{variable}: secret {secret_id!r} must hold 'access_key_id' and 'secret_access_key'"
+        )
+    register_secrets([secret])
+    return Credentials(str(key_id), str(secret))
+
+
+def _credentials(settings: Settings, session: boto3.session.Session, side: str) -> Credentials | None:
+    key_id = getattr(settings, f"{side}_access_key_id")
+    secret = getattr(settings, f"{side}_secret_access_key")
+    if key_id is not None and secret is not None:
+        register_secrets([secret.get_secret_value()])
+        return Credentials(key_id.get_secret_value(), secret.get_secret_value())
+    secret_id = getattr(settings, f"{side}_secret_id")
+    if secret_id:
+        return read_secret_credentials(session, secret_id, f"{side.upper()}_SECRET_ID")
+    return None
+
+
+def s3_client(settings: Settings, session: boto3.session.Session, side: str) -> Endpoint:
+    creds = _credentials(settings, session, side)
+    endpoint_url = getattr(settings, f"{side}_endpoint_url")
+    kwargs: dict[str, Any] = {"config": _s3_config(settings, side)}
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+    region = getattr(settings, f"{side}_region")
+    if region:
+        kwargs["region_name"] = region
+    if creds:
+        kwargs["aws_access_key_id"] = creds.access_key_id
+        kwargs["aws_secret_access_key"] = creds.secret_access_key
+    client = session.client("s3", **kwargs)
+    return Endpoint(
+        name=side,
+        bucket=getattr(settings, f"{side}_bucket"),
+        client=client,
+        url=client.meta.endpoint_url,
+    )
+
+
+def build_clients(settings: Settings) -> Clients:
+    session = boto3.session.Session()
+    return Clients(
+        source=s3_client(settings, session, "source"),
+        target=s3_client(settings, session, "target"),
+        session=session,
+    )

@@ -1,0 +1,91 @@
+"""Error types and the one place that decides whether an S3 error is worth retrying."""
+
+from __future__ import annotations
+
+from botocore.exceptions import (
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+from botocore.exceptions import ClientError
+from urllib3.exceptions import ProtocolError
+
+
+class StartupError(Exception):
+    """Configuration or connectivity problem found before any message is consumed."""
+
+
+class CopyError(Exception):
+    """A copy failed; the upload, if any, was aborted."""
+
+
+class IntegrityError(CopyError):
+    """The bytes written to the target do not match the source."""
+
+
+class SourceChangedError(CopyError):
+    """The source object changed while it was being copied; reconcile again."""
+
+
+class CancelledError(CopyError):
+    """The copy was stopped (shutdown) before it finished; the upload was aborted."""
+
+
+RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+        "503",
+        "500",
+        "502",
+        "504",
+        "PreconditionFailed",  # source changed under an If-Match read: look again
+        "NoSuchUpload",  # upload aborted concurrently (stale-upload cleanup): start over
+    }
+)
+
+TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+    ProtocolError,
+    ConnectionError,
+    SourceChangedError,
+)
+
+
+def error_code(exc: BaseException) -> str | None:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "")) or None
+    return None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, IntegrityError | CancelledError):
+        return isinstance(exc, IntegrityError)  # a corrupted transfer is worth one more try
+    if isinstance(exc, TRANSIENT_EXCEPTIONS):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error_code(exc) in RETRYABLE_CODES or status >= 500
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """A short, secret-free description for logs and reports."""
+    code = error_code(exc)
+    if code:
+        op = getattr(exc, "operation_name", "")
+        return f"{code} on {op}" if op else code
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,189 @@
+"""The one configuration object, read from the environment.
+
+Every variable is documented in the README. A missing or invalid value stops the program at start
+with one line naming the variable (see ``load_settings``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+# S3 bucket naming rules (Lyve Cloud follows them too): 3-63 chars, lowercase, digits, dots, hyphens.
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _check_bucket(name: str) -> str:
+    if not _BUCKET_RE.match(name) or ".." in name:
+        raise ValueError(f"{name!r} is not a valid bucket name (3-63 chars: a-z, 0-9, '.', '-')")
+    return name
+
+
+def _check_url(url: str | None) -> str | None:
+    if url is None or url == "":
+        return None
+    if not re.match(r"^https?://[^\s/]+", url):
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    return url.rstrip("/")
+
+
+BucketName = Annotated[str, AfterValidator(_check_bucket)]
+EndpointUrl = Annotated[str | None, AfterValidator(_check_url)]
+ChecksumMode = Literal["when_required", "when_supported"]
+AddressingStyle = Literal["path", "virtual", "auto"]
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """Configuration of the worker and of migrate (the Lambda reads only QUEUE_URL)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # Source: AWS S3 by default. Credentials come from boto3's standard chain unless given here,
+    # which is how the same program migrates Lyve Cloud back to S3 with the sides swapped.
+    source_bucket: BucketName
+    source_endpoint_url: EndpointUrl = None
+    source_region: str | None = None
+    source_secret_id: str | None = None
+    source_access_key_id: SecretStr | None = None
+    source_secret_access_key: SecretStr | None = None
+    source_addressing_style: AddressingStyle = "auto"
+    source_checksum_mode: ChecksumMode = "when_required"
+
+    # Target: Lyve Cloud or any S3-compatible endpoint.
+    target_bucket: BucketName
+    target_endpoint_url: EndpointUrl = None
+    target_region: str = "us-east-1"
+    target_secret_id: str | None = None
+    target_access_key_id: SecretStr | None = None
+    target_secret_access_key: SecretStr | None = None
+    # Use boto3's standard credential chain for the target too (the target is AWS S3 itself,
+    # e.g. a migration back from Lyve Cloud); otherwise explicit target credentials are required.
+    target_default_credentials: bool = False
+    target_addressing_style: AddressingStyle = "path"
+    # boto3 >= 1.36 sends CRC checksums by default; many S3-compatible stores reject them.
+    target_checksum_mode: ChecksumMode = "when_required"
+
+    queue_url: str | None = None
+    allow_http_endpoints: bool = False
+
+    # Transfer tuning.
+    multipart_threshold_mib: int = Field(default=8, ge=5, le=5 * 1024)
+    part_size_mib: int = Field(default=16, ge=5, le=4 * 1024)
+    part_concurrency: int = Field(default=8, ge=1, le=64)
+    # Process-wide cap on part buffers in memory, whatever the number of objects in flight.
+    max_buffer_mib: int = Field(default=128, ge=5, le=64 * 1024)
+    max_pool_connections: int = Field(default=64, ge=1, le=1024)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    connect_timeout_seconds: float = Field(default=10, gt=0)
+    read_timeout_seconds: float = Field(default=60, gt=0)
+    copy_tags: bool = False
+
+    # Queue consumer tuning.
+    worker_concurrency: int = Field(default=16, ge=1, le=512)
+    visibility_timeout_seconds: int = Field(default=120, ge=10, le=43200)
+    receive_wait_seconds: int = Field(default=10, ge=0, le=20)
+    shutdown_deadline_seconds: float = Field(default=25, gt=0, le=115)
+    drain_idle_seconds: float = Field(default=5, gt=0)
+    # A failed message becomes visible again after base * 2^(receives - 1) seconds, capped.
+    retry_backoff_base_seconds: float = Field(default=10, ge=0, le=3600)
+    max_backoff_seconds: int = Field(default=300, ge=1, le=43200)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.target_endpoint_url is None and not self.target_default_credentials:
+            raise ValueError("TARGET_ENDPOINT_URL: required (the Lyve Cloud or S3-compatible endpoint)")
+        for name in ("source_endpoint_url", "target_endpoint_url"):
+            url = getattr(self, name)
+            if url and url.startswith("http://") and not self.allow_http_endpoints:
+                raise ValueError(
+                    f"{name.upper()}: {url} is plain http; use https or set ALLOW_HTTP_ENDPOINTS=true"
+                )
+        for side in ("source", "target"):
+            key_id = getattr(self, f"{side}_access_key_id")
+            secret = getattr(self, f"{side}_secret_access_key")
+            if (key_id is None) != (secret is None):
+                raise ValueError(
+                    f"{side.upper()}_ACCESS_KEY_ID and {side.upper()}_SECRET_ACCESS_KEY go together"
+                )
+        if (
+            self.target_secret_id is None
+            and self.target_access_key_id is None
+            and not self.target_default_credentials
+        ):
+            raise ValueError(
+                "TARGET_SECRET_ID: required (or TARGET_ACCESS_KEY_ID + TARGET_SECRET_ACCESS_KEY)"
+            )
+        if self.multipart_threshold_mib > 5 * 1024:
+            raise ValueError("MULTIPART_THRESHOLD_MIB: at most 5120 (a single PUT is limited to 5 GiB)")
+        if self.max_buffer_mib < self.part_size_mib:
+            raise ValueError("MAX_BUFFER_MIB: must hold at least one part (>= PART_SIZE_MIB)")
+        if self.shutdown_deadline_seconds >= self.visibility_timeout_seconds:
+            raise ValueError("SHUTDOWN_DEADLINE_SECONDS: must be below VISIBILITY_TIMEOUT_SECONDS")
+        return self
+
+    @property
+    def part_size(self) -> int:
+        return self.part_size_mib * MIB
+
+    @property
+    def multipart_threshold(self) -> int:
+        return self.multipart_threshold_mib * MIB
+
+    @property
+    def max_buffer_bytes(self) -> int:
+        return self.max_buffer_mib * MIB
+
+    def require_queue(self) -> str:
+        if not self.queue_url:
+            raise ConfigError("configuration error: QUEUE_URL: required by the worker")
+        return self.queue_url
+
+    def swapped(self) -> Settings:
+        """The same settings with source and target exchanged (migrate --reverse)."""
+        data = {
+            k: (v.get_secret_value() if isinstance(v, SecretStr) else v)
+            for k, v in self.model_dump().items()
+        }
+        source_has_credentials = bool(data["source_secret_id"] or data["source_access_key_id"])
+        for field in ("bucket", "endpoint_url", "secret_id", "access_key_id", "secret_access_key",
+                      "addressing_style", "checksum_mode"):
+            data[f"source_{field}"], data[f"target_{field}"] = data[f"target_{field}"], data[f"source_{field}"]
+        data["source_region"], data["target_region"] = data["target_region"], data["source_region"] or "us-east-1"
+        data["target_default_credentials"] = not source_has_credentials
+        return Settings.model_validate(data)
+
+
+def _describe(error: ValidationError) -> str:
+    """One line per problem, each naming the environment variable."""
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if not loc:
+            lines.append(message)
+            continue
+        name = loc[0].upper()
+        if item["type"] == "missing":
+            message = "required"
+        lines.append(f"{name}: {message}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; raise ConfigError with a one-line explanation on any problem."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(f"configuration error: {_describe(exc)}") from None

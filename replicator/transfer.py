@@ -1,0 +1,412 @@
+"""The copy engine shared by the worker and migrate: source GET -> target PUT, streamed.
+
+Small objects go in one PUT. Larger ones are split into parts fetched with parallel ranged GETs
+and sent with parallel UploadPart calls. A process-wide byte budget bounds the part buffers in
+memory, whatever the object size or the number of objects in flight. Every part carries its
+Content-MD5; the whole-object MD5 is computed in order while streaming and checked against the
+source where the source knows it. Any failure aborts the multipart upload.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from botocore.exceptions import ClientError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from replicator.clients import Endpoint
+from replicator.errors import (
+    CancelledError,
+    IntegrityError,
+    SourceChangedError,
+    describe,
+    error_code,
+    is_retryable,
+)
+from replicator.logs import get_logger
+from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo
+from replicator.settings import MIB, Settings
+
+log = get_logger(__name__)
+
+MIN_PART_SIZE = 5 * MIB
+MAX_PART_SIZE = 4 * 1024 * MIB  # Lyve Cloud's limit (AWS allows 5 GiB)
+MAX_PARTS = 10_000
+MAX_SINGLE_PUT = 5 * 1024 * MIB
+MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MIB
+SELF_COPY_LIMIT = 5 * 1024 * MIB  # CopyObject limit, for recording a streamed MD5 afterwards
+
+T = TypeVar("T")
+
+
+def part_size_for(size: int, configured: int) -> int:
+    """max(configured, ceil(size / 10,000)), rounded up to a whole MiB, within the part limits."""
+    if size > MAX_OBJECT_SIZE:
+        raise ValueError(f"object of {size} bytes exceeds the 5 TiB object limit")
+    needed = max(configured, MIN_PART_SIZE, math.ceil(size / MAX_PARTS))
+    needed = math.ceil(needed / MIB) * MIB
+    if needed > MAX_PART_SIZE:
+        raise ValueError(f"object of {size} bytes needs parts above the {MAX_PART_SIZE} byte limit")
+    return needed
+
+
+def content_md5(data: bytes | memoryview) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 (S3's own integrity hash)
+
+
+class ByteBudget:
+    """A counting semaphore in bytes: bounds the part buffers held in memory at once."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._available = capacity
+        self._cond = threading.Condition()
+
+    def acquire(self, amount: int, cancel: threading.Event | None = None) -> None:
+        # A part larger than the whole budget still runs, alone.
+        amount = min(amount, self.capacity)
+        with self._cond:
+            while self._available < amount:
+                if cancel is not None and cancel.is_set():
+                    raise CancelledError("stopped while waiting for buffer space")
+                self._cond.wait(timeout=0.5)
+            self._available -= amount
+
+    def release(self, amount: int) -> None:
+        amount = min(amount, self.capacity)
+        with self._cond:
+            self._available += amount
+            self._cond.notify_all()
+
+    @property
+    def in_use(self) -> int:
+        return self.capacity - self._available
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    key: str
+    size: int
+    md5: str
+    parts: int
+    seconds: float
+
+
+class _MultipartProgress:
+    """Per-upload state: the in-order whole-object MD5 and the release of part buffers.
+
+    A part's buffer is released once it is both uploaded and folded into the MD5, so a slow
+    early part holds back at most the budget's worth of later ones.
+    """
+
+    def __init__(self, budget: ByteBudget) -> None:
+        self._budget = budget
+        self._md5 = hashlib.md5()  # noqa: S324
+        self._next = 0
+        self._pending: dict[int, bytes] = {}
+        self._uploaded: set[int] = set()
+        self._hashed: set[int] = set()
+        self._sizes: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self.etags: dict[int, str] = {}
+        self.part_md5s: dict[int, bytes] = {}
+
+    def track(self, index: int, size: int) -> None:
+        with self._lock:
+            self._sizes[index] = size
+
+    def fetched(self, index: int, data: bytes) -> None:
+        with self._lock:
+            if index < self._next or index in self._pending:
+                return  # a retried part: already counted
+            self._pending[index] = data
+            while self._next in self._pending:
+                self._md5.update(self._pending.pop(self._next))
+                self._hashed.add(self._next)
+                self._maybe_release(self._next)
+                self._next += 1
+
+    def uploaded(self, index: int, etag: str, part_md5: bytes) -> None:
+        with self._lock:
+            self.etags[index] = etag
+            self.part_md5s[index] = part_md5
+            self._uploaded.add(index)
+            self._maybe_release(index)
+
+    def abandon(self, index: int) -> None:
+        """A part that failed gives its buffer back."""
+        with self._lock:
+            if index in self._sizes:
+                self._budget.release(self._sizes.pop(index))
+
+    def _maybe_release(self, index: int) -> None:
+        if index in self._uploaded and index in self._hashed and index in self._sizes:
+            self._budget.release(self._sizes.pop(index))
+
+    def release_all(self) -> None:
+        with self._lock:
+            for size in self._sizes.values():
+                self._budget.release(size)
+            self._sizes.clear()
+            self._pending.clear()
+
+    def hexdigest(self) -> str:
+        return self._md5.hexdigest()
+
+    def composite_etag(self) -> str:
+        joined = b"".join(self.part_md5s[i] for i in sorted(self.part_md5s))
+        return f"{hashlib.md5(joined).hexdigest()}-{len(self.part_md5s)}"  # noqa: S324
+
+
+class TransferEngine:
+    """Copies objects from one Endpoint to another. Thread-safe; build one per process."""
+
+    def __init__(self, source: Endpoint, target: Endpoint, settings: Settings) -> None:
+        self.source = source
+        self.target = target
+        self.settings = settings
+        self.budget = ByteBudget(settings.max_buffer_bytes)
+        self._parts = ThreadPoolExecutor(
+            max_workers=settings.part_concurrency, thread_name_prefix="part"
+        )
+        self._retrying = Retrying(
+            retry=retry_if_exception(is_retryable),
+            stop=stop_after_attempt(settings.max_attempts),
+            wait=wait_exponential_jitter(initial=0.2, max=5),
+            reraise=True,
+        )
+
+    def close(self) -> None:
+        self._parts.shutdown(wait=True, cancel_futures=True)
+
+    # -- public -------------------------------------------------------------------------------
+
+    def copy(self, obj: ObjectInfo, cancel: threading.Event | None = None) -> CopyResult:
+        """Copy one source object (as read by HeadObject) to the same key on the target."""
+        cancel = cancel or threading.Event()
+        started = time.monotonic()
+        if obj.size < self.settings.multipart_threshold or obj.size == 0:
+            md5, parts = self._copy_single(obj), 1
+        else:
+            md5, parts = self._copy_multipart(obj, cancel)
+        return CopyResult(obj.key, obj.size, md5, parts, time.monotonic() - started)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        return self._retrying(fn)
+
+    def _put_args(self, obj: ObjectInfo, md5: str | None) -> dict[str, Any]:
+        metadata = obj.user_metadata()
+        metadata[META_SOURCE_ETAG] = obj.etag
+        if md5:
+            metadata[META_MD5] = md5
+        args: dict[str, Any] = {"Bucket": self.target.bucket, "Key": obj.key, "Metadata": metadata}
+        args.update(obj.headers)
+        if self.settings.copy_tags:
+            tagging = self._source_tagging(obj)
+            if tagging:
+                args["Tagging"] = tagging
+        return args
+
+    def _source_tagging(self, obj: ObjectInfo) -> str:
+        from urllib.parse import urlencode
+
+        tags = self.source.client.get_object_tagging(Bucket=self.source.bucket, Key=obj.key)["TagSet"]
+        return urlencode([(t["Key"], t["Value"]) for t in tags])
+
+    def _get(self, obj: ObjectInfo, byte_range: str | None = None) -> bytes:
+        args: dict[str, Any] = {"Bucket": self.source.bucket, "Key": obj.key}
+        # Pin every read to the version we looked at: a concurrent overwrite fails the copy
+        # (and the reconcile starts over) instead of mixing two versions' bytes.
+        if obj.version_id:
+            args["VersionId"] = obj.version_id
+        elif obj.etag:
+            args["IfMatch"] = f'"{obj.etag}"'
+        if byte_range:
+            args["Range"] = byte_range
+        try:
+            response = self.source.client.get_object(**args)
+            return response["Body"].read()
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404", "PreconditionFailed", "412"):
+                raise SourceChangedError(f"{obj.key!r} changed or vanished during the copy") from exc
+            raise
+
+    def _copy_single(self, obj: ObjectInfo) -> str:
+        self.budget.acquire(obj.size)
+        try:
+            data = self._retry(lambda: self._get(obj))
+            if len(data) != obj.size:
+                raise IntegrityError(f"read {len(data)} bytes of {obj.key!r}, expected {obj.size}")
+            md5_hex = hashlib.md5(data).hexdigest()  # noqa: S324
+            expected = obj.known_md5
+            if expected and expected != md5_hex:
+                raise IntegrityError(f"MD5 of {obj.key!r} is {md5_hex}, the source says {expected}")
+            args = self._put_args(obj, md5_hex)
+            checksum = base64.b64encode(bytes.fromhex(md5_hex)).decode()
+            self._retry(lambda: self.target.client.put_object(Body=data, ContentMD5=checksum, **args))
+            return md5_hex
+        finally:
+            self.budget.release(obj.size)
+
+    def abort_stale_uploads(self, key: str, keep: str | None = None) -> int:
+        """Abort incomplete uploads of exactly this key (earlier killed or failed copies)."""
+        aborted = 0
+        paginator = self.target.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.target.bucket, Prefix=key):
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == key and upload["UploadId"] != keep:
+                    self._abort(key, upload["UploadId"])
+                    aborted += 1
+        return aborted
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.target.client.abort_multipart_upload(
+                Bucket=self.target.bucket, Key=key, UploadId=upload_id
+            )
+        except ClientError as exc:
+            if error_code(exc) not in ("NoSuchUpload", "404"):
+                log.warning("abort_failed", key=key, upload_id=upload_id, error=describe(exc))
+
+    def _copy_multipart(self, obj: ObjectInfo, cancel: threading.Event) -> tuple[str, int]:
+        part_size = part_size_for(obj.size, self.settings.part_size)
+        count = math.ceil(obj.size / part_size)
+        try:
+            stale = self.abort_stale_uploads(obj.key)
+            if stale:
+                log.info("stale_uploads_aborted", key=obj.key, count=stale)
+        except ClientError as exc:
+            # Some stores restrict ListMultipartUploads; the copy itself can still go ahead.
+            log.warning("stale_upload_check_failed", key=obj.key, error=describe(exc))
+        known_md5 = obj.known_md5
+        created = self._retry(
+            lambda: self.target.client.create_multipart_upload(**self._put_args(obj, known_md5))
+        )
+        upload_id = created["UploadId"]
+        progress = _MultipartProgress(self.budget)
+        failed = threading.Event()
+        try:
+            futures: list[Future[None]] = []
+            for index in range(count):
+                if failed.is_set() or cancel.is_set():
+                    break
+                start = index * part_size
+                length = min(part_size, obj.size - start)
+                self.budget.acquire(length, cancel)
+                progress.track(index, length)
+                future = self._parts.submit(
+                    self._copy_part, obj, upload_id, index, start, length, progress, cancel, failed
+                )
+                future.add_done_callback(lambda f: failed.set() if not f.cancelled() and f.exception() else None)
+                futures.append(future)
+            wait(futures, return_when=FIRST_EXCEPTION)
+            errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
+            # The part that failed first explains it; the others merely gave up after it.
+            errors.sort(key=lambda e: isinstance(e, CancelledError))
+            if errors:
+                failed.set()  # parts not yet started give up at once
+                for future in futures:
+                    future.cancel()
+                wait(futures)
+                raise errors[0]  # type: ignore[misc]
+            wait(futures)
+            if cancel.is_set():
+                raise CancelledError(f"copy of {obj.key!r} stopped by shutdown")
+            md5_hex = progress.hexdigest()
+            if known_md5 and known_md5 != md5_hex:
+                raise IntegrityError(f"MD5 of {obj.key!r} is {md5_hex}, the source says {known_md5}")
+            parts = [{"PartNumber": i + 1, "ETag": progress.etags[i]} for i in range(count)]
+            completed = self._retry(
+                lambda: self.target.client.complete_multipart_upload(
+                    Bucket=self.target.bucket,
+                    Key=obj.key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                )
+            )
+        except BaseException:
+            progress.release_all()
+            self._abort(obj.key, upload_id)
+            raise
+        self._verify_written(obj, completed, progress)
+        if not known_md5:
+            self._record_md5(obj, md5_hex)
+        return md5_hex, count
+
+    def _copy_part(
+        self,
+        obj: ObjectInfo,
+        upload_id: str,
+        index: int,
+        start: int,
+        length: int,
+        progress: _MultipartProgress,
+        cancel: threading.Event,
+        failed: threading.Event,
+    ) -> None:
+        try:
+            if cancel.is_set() or failed.is_set():
+                raise CancelledError("stopped")
+            byte_range = f"bytes={start}-{start + length - 1}"
+            data = self._retry(lambda: self._get(obj, byte_range))
+            if len(data) != length:
+                raise IntegrityError(f"part {index + 1} of {obj.key!r}: {len(data)} bytes, expected {length}")
+            progress.fetched(index, data)
+            digest = hashlib.md5(data).digest()  # noqa: S324
+            checksum = base64.b64encode(digest).decode()
+            response = self._retry(
+                lambda: self.target.client.upload_part(
+                    Bucket=self.target.bucket,
+                    Key=obj.key,
+                    UploadId=upload_id,
+                    PartNumber=index + 1,
+                    Body=data,
+                    ContentMD5=checksum,
+                )
+            )
+            progress.uploaded(index, response["ETag"], digest)
+        except BaseException:
+            progress.abandon(index)
+            raise
+
+    def _verify_written(self, obj: ObjectInfo, completed: Any, progress: _MultipartProgress) -> None:
+        head = self.target.client.head_object(Bucket=self.target.bucket, Key=obj.key)
+        if int(head["ContentLength"]) != obj.size:
+            # Too late to abort: the object exists. Remove it so nothing wrong stays behind.
+            self.target.client.delete_object(Bucket=self.target.bucket, Key=obj.key)
+            raise IntegrityError(
+                f"target holds {head['ContentLength']} bytes of {obj.key!r}, expected {obj.size}"
+            )
+        etag = completed.get("ETag", "").strip('"')
+        if etag and "-" in etag and etag != progress.composite_etag():
+            # Stores compute multipart ETags differently; the per-part Content-MD5 already held.
+            log.debug("target_etag_differs", key=obj.key, target=etag, ours=progress.composite_etag())
+
+    def _record_md5(self, obj: ObjectInfo, md5_hex: str) -> None:
+        """Store the streamed MD5 on the target when it was not known before the upload began.
+
+        Metadata is fixed when a multipart upload is created, so it takes a metadata-only copy
+        of the object onto itself (CopyObject's 5 GiB limit applies).
+        """
+        if obj.size > SELF_COPY_LIMIT:
+            log.info("md5_not_recorded", key=obj.key, reason="above the CopyObject limit", md5=md5_hex)
+            return
+        args = self._put_args(obj, md5_hex)
+        args.pop("Tagging", None)
+        self._retry(
+            lambda: self.target.client.copy_object(
+                CopySource={"Bucket": self.target.bucket, "Key": obj.key},
+                MetadataDirective="REPLACE",
+                **args,
+            )
+        )

@@ -1,0 +1,1 @@
+"""The replication worker: drains the FIFO queue and reconciles each key to the target."""
