@@ -34,7 +34,7 @@ class MotoAWS:
     _server: ThreadedMotoServer | None = field(default=None, repr=False)
 
     def client(self, service: str) -> Any:
-        return boto3.client(
+        return boto3.client(  # type: ignore[call-overload]
             service,
             endpoint_url=self.endpoint_url,
             region_name=REGION,
@@ -63,9 +63,9 @@ class MotoAWS:
             QueueName=self.dlq_name,
             Attributes={"FifoQueue": "true", "MessageRetentionPeriod": "1209600"},
         )["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         self.queue_url = sqs.create_queue(
             QueueName=self.queue_name,
             Attributes={

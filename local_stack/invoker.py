@@ -30,7 +30,8 @@ class LambdaInvoker:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
 
     def pump(self) -> int:
         """Deliver what is waiting now; returns how many notifications were handled."""

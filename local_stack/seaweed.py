@@ -5,6 +5,7 @@ SigV4 is really checked: the server is started with an identities file, so wrong
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -33,8 +34,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """Free ports whose +10000 neighbours (SeaweedFS's gRPC convention) are free too, and none
+    of which is another one's gRPC neighbour (weed refuses such a set)."""
+    chosen: list[int] = []
+    reserved: set[int] = set()
+    while len(chosen) < count:
+        port = free_port_pair()
+        if port in reserved or port + 10000 in reserved:
+            continue
+        chosen.append(port)
+        reserved.update((port, port + 10000))
+    return chosen
+
+
 def free_port_pair() -> int:
-    """A free port whose +10000 neighbour (SeaweedFS's gRPC convention) is free too."""
+    """A free port whose +10000 neighbour is free too."""
     for _ in range(200):
         port = free_port()
         if port + 10000 > 65535:
@@ -76,18 +91,27 @@ class SeaweedS3:
             self.data_dir = Path(self._tmp.name)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "s3.json"
-        config.write_text(json.dumps({
-            "identities": [{
-                "name": "lyve",
-                "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }]
-        }))
-        ports = {name: free_port_pair() for name in ("master", "volume", "filer", "s3", "admin")}
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "lyve",
+                            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        names = ("master", "volume", "filer", "s3", "admin", "iceberg", "lance")
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         argv = [
-            weed_binary(), "mini",
+            weed_binary(),
+            "mini",
             f"-dir={self.data_dir / 'data'}",
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
             f"-s3.config={config}",
             "-admin.ui=false",
             f"-master.port={ports['master']}",
@@ -95,8 +119,8 @@ class SeaweedS3:
             f"-filer.port={ports['filer']}",
             f"-s3.port={ports['s3']}",
             f"-admin.port={ports['admin']}",
-            f"-s3.port.iceberg={free_port()}",
-            f"-s3.port.lance={free_port()}",
+            f"-s3.port.iceberg={ports['iceberg']}",
+            f"-s3.port.lance={ports['lance']}",
             "-webdav=false",
             "-master.telemetry=false",
         ]
@@ -104,7 +128,10 @@ class SeaweedS3:
         self.log_path = self.data_dir / "weed.log"
         with open(self.log_path, "wb") as out:
             self._process = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: stop() takes all of it down
             )
         self.endpoint_url = f"http://127.0.0.1:{ports['s3']}"
@@ -168,10 +195,8 @@ class SeaweedS3:
                 os.killpg(process.pid, signal.SIGTERM)
                 process.wait(timeout=15)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 process.wait(timeout=5)
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -73,7 +73,9 @@ class LocalStack:
     def target(self) -> Any:
         return self.lyve.client()
 
-    def start_worker(self, *args: str, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, *args: str, env: dict[str, str] | None = None, **popen: Any
+    ) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
             [sys.executable, "-m", "worker", *args],
             env=env or self.env(),
@@ -83,7 +85,9 @@ class LocalStack:
         self._workers.append(process)
         return process
 
-    def run_worker(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run_worker(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         """Run `python -m worker ARGS` to completion (e.g. --drain), capturing its output."""
         return subprocess.run(
             [sys.executable, "-m", "worker", *args],
@@ -96,17 +100,29 @@ class LocalStack:
         )
 
     def stop(self) -> None:
+        """Stop everything that was started, each step even if an earlier one failed."""
+        steps = [self._stop_workers]
+        if self.invoker is not None:
+            steps.append(self.invoker.stop)
+        if hasattr(self, "aws"):
+            steps.append(self.aws.stop)
+        if hasattr(self, "lyve"):
+            steps.append(self.lyve.stop)
+        errors = []
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # keep stopping the rest
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _stop_workers(self) -> None:
         for process in self._workers:
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=10)
         self._workers.clear()
-        if self.invoker is not None:
-            self.invoker.stop()
-        if hasattr(self, "aws"):
-            self.aws.stop()
-        if hasattr(self, "lyve"):
-            self.lyve.stop()
 
     def __enter__(self) -> LocalStack:
         return self.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from botocore.exceptions import (
+    ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
@@ -10,7 +11,6 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
-from botocore.exceptions import ClientError
 from urllib3.exceptions import ProtocolError
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MAX_KEY_BYTES = 1024
 
 
@@ -61,9 +61,7 @@ class ReplicationMessage(BaseModel):
         identity = self.sequencer or "|".join(
             part for part in (self.version_id, self.etag, self.event_time_text) if part
         )
-        digest = hashlib.sha256(
-            "\x00".join((self.bucket, self.key, self.event, identity)).encode("utf-8")
-        )
+        digest = hashlib.sha256("\x00".join((self.bucket, self.key, self.event, identity)).encode("utf-8"))
         return digest.hexdigest()
 
     @property

@@ -153,14 +153,26 @@ class Settings(BaseSettings):
     def swapped(self) -> Settings:
         """The same settings with source and target exchanged (migrate --reverse)."""
         data = {
-            k: (v.get_secret_value() if isinstance(v, SecretStr) else v)
-            for k, v in self.model_dump().items()
+            k: (v.get_secret_value() if isinstance(v, SecretStr) else v) for k, v in self.model_dump().items()
         }
         source_has_credentials = bool(data["source_secret_id"] or data["source_access_key_id"])
-        for field in ("bucket", "endpoint_url", "secret_id", "access_key_id", "secret_access_key",
-                      "addressing_style", "checksum_mode"):
-            data[f"source_{field}"], data[f"target_{field}"] = data[f"target_{field}"], data[f"source_{field}"]
-        data["source_region"], data["target_region"] = data["target_region"], data["source_region"] or "us-east-1"
+        for field in (
+            "bucket",
+            "endpoint_url",
+            "secret_id",
+            "access_key_id",
+            "secret_access_key",
+            "addressing_style",
+            "checksum_mode",
+        ):
+            data[f"source_{field}"], data[f"target_{field}"] = (
+                data[f"target_{field}"],
+                data[f"source_{field}"],
+            )
+        data["source_region"], data["target_region"] = (
+            data["target_region"],
+            data["source_region"] or "us-east-1",
+        )
         data["target_default_credentials"] = not source_has_credentials
         return Settings.model_validate(data)
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -174,9 +175,7 @@ class TransferEngine:
         self.target = target
         self.settings = settings
         self.budget = ByteBudget(settings.max_buffer_bytes)
-        self._parts = ThreadPoolExecutor(
-            max_workers=settings.part_concurrency, thread_name_prefix="part"
-        )
+        self._parts = ThreadPoolExecutor(max_workers=settings.part_concurrency, thread_name_prefix="part")
         self._retrying = Retrying(
             retry=retry_if_exception(is_retryable),
             stop=stop_after_attempt(settings.max_attempts),
@@ -218,8 +217,6 @@ class TransferEngine:
         return args
 
     def _source_tagging(self, obj: ObjectInfo) -> str:
-        from urllib.parse import urlencode
-
         tags = self.source.client.get_object_tagging(Bucket=self.source.bucket, Key=obj.key)["TagSet"]
         return urlencode([(t["Key"], t["Value"]) for t in tags])
 
@@ -271,9 +268,7 @@ class TransferEngine:
 
     def _abort(self, key: str, upload_id: str) -> None:
         try:
-            self.target.client.abort_multipart_upload(
-                Bucket=self.target.bucket, Key=key, UploadId=upload_id
-            )
+            self.target.client.abort_multipart_upload(Bucket=self.target.bucket, Key=key, UploadId=upload_id)
         except ClientError as exc:
             if error_code(exc) not in ("NoSuchUpload", "404"):
                 log.warning("abort_failed", key=key, upload_id=upload_id, error=describe(exc))
@@ -307,7 +302,9 @@ class TransferEngine:
                 future = self._parts.submit(
                     self._copy_part, obj, upload_id, index, start, length, progress, cancel, failed
                 )
-                future.add_done_callback(lambda f: failed.set() if not f.cancelled() and f.exception() else None)
+                future.add_done_callback(
+                    lambda f: failed.set() if not f.cancelled() and f.exception() else None
+                )
                 futures.append(future)
             wait(futures, return_when=FIRST_EXCEPTION)
             errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]

@@ -99,8 +99,9 @@ class QueueConsumer:
         self._drain = drain
         receiver = threading.Thread(target=self._receive_loop, name="receiver", daemon=True)
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-        log.info("worker_started", queue=self.queue_url, concurrency=self.settings.worker_concurrency,
-                 drain=drain)
+        log.info(
+            "worker_started", queue=self.queue_url, concurrency=self.settings.worker_concurrency, drain=drain
+        )
         receiver.start()
         heartbeat.start()
         while not self.stop_receiving.wait(timeout=0.5):
@@ -136,8 +137,10 @@ class QueueConsumer:
             return len(self._inflight)
 
     def _receive_loop(self) -> None:
-        wait_seconds = min(1, self.settings.receive_wait_seconds) if self._drain else (
-            self.settings.receive_wait_seconds
+        wait_seconds = (
+            min(1, self.settings.receive_wait_seconds)
+            if self._drain
+            else (self.settings.receive_wait_seconds)
         )
         while not self.stop_receiving.is_set():
             capacity = self._reserve_slots()
@@ -209,14 +212,22 @@ class QueueConsumer:
                 except MessageError as exc:
                     self.counts["invalid"] += 1
                     self.metrics.failure()
-                    log.error("message_invalid", message_id=d.message_id, reason=str(exc),
-                              receive_count=d.receive_count)
+                    log.error(
+                        "message_invalid",
+                        message_id=d.message_id,
+                        reason=str(exc),
+                        receive_count=d.receive_count,
+                    )
                     self._back_off([d])
                     continue
                 if message.bucket != self.reconciler.engine.source.bucket:
                     self.counts["invalid"] += 1
-                    log.error("message_wrong_bucket", message_id=d.message_id, bucket=message.bucket,
-                              expected=self.reconciler.engine.source.bucket)
+                    log.error(
+                        "message_wrong_bucket",
+                        message_id=d.message_id,
+                        bucket=message.bucket,
+                        expected=self.reconciler.engine.source.bucket,
+                    )
                     self._back_off([d])
                     continue
                 by_key.setdefault(message.key, []).append((d, message))

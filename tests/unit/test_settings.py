@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import pytest
+
+from replicator.settings import ConfigError, Settings, load_settings
+
+BASE = {
+    "SOURCE_BUCKET": "source-bucket",
+    "TARGET_BUCKET": "lyve-target",
+    "TARGET_ENDPOINT_URL": "https://s3.us-east-1.lyvecloud.seagate.com",
+    "TARGET_SECRET_ID": "lyve-credentials",
+}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name, value in BASE.items():
+        monkeypatch.setenv(name, value)
+    return monkeypatch
+
+
+def test_minimal_settings_load_with_defaults(env: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.target_checksum_mode == "when_required"
+    assert settings.part_size == 16 * 1024 * 1024
+    assert settings.allow_http_endpoints is False
+
+
+@pytest.mark.parametrize(
+    "missing", ["SOURCE_BUCKET", "TARGET_BUCKET", "TARGET_ENDPOINT_URL", "TARGET_SECRET_ID"]
+)
+def test_missing_variable_is_named_in_one_line(env: pytest.MonkeyPatch, missing: str) -> None:
+    env.delenv(missing)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    text = str(info.value)
+    assert missing in text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("TARGET_BUCKET", "Bad_Bucket", "TARGET_BUCKET"),
+        ("SOURCE_BUCKET", "ab", "SOURCE_BUCKET"),
+        ("TARGET_ENDPOINT_URL", "ftp://x", "TARGET_ENDPOINT_URL"),
+        ("TARGET_ENDPOINT_URL", "http://127.0.0.1:8333", "ALLOW_HTTP_ENDPOINTS"),
+        ("PART_SIZE_MIB", "4", "PART_SIZE_MIB"),
+        ("WORKER_CONCURRENCY", "many", "WORKER_CONCURRENCY"),
+        ("TARGET_CHECKSUM_MODE", "always", "TARGET_CHECKSUM_MODE"),
+    ],
+)
+def test_invalid_values_are_named(env: pytest.MonkeyPatch, name: str, value: str, expected: str) -> None:
+    env.setenv(name, value)
+    with pytest.raises(ConfigError, match=expected):
+        load_settings()
+
+
+def test_http_endpoint_is_allowed_only_when_asked(env: pytest.MonkeyPatch) -> None:
+    env.setenv("TARGET_ENDPOINT_URL", "http://127.0.0.1:8333")
+    env.setenv("ALLOW_HTTP_ENDPOINTS", "true")
+    assert load_settings().target_endpoint_url == "http://127.0.0.1:8333"
+
+
+def test_explicit_keys_replace_the_secret_but_must_come_in_pairs(env: pytest.MonkeyPatch) -> None:
+    env.delenv("TARGET_SECRET_ID")
+    env.setenv("TARGET_ACCESS_KEY_ID", "AKIDLOCAL")
+    with pytest.raises(ConfigError, match="TARGET_SECRET_ACCESS_KEY"):
+        load_settings()
+    env.setenv("TARGET_SECRET_ACCESS_KEY", "very-secret-value")
+    settings = load_settings()
+    assert "very-secret-value" not in repr(settings)
+    assert "very-secret-value" not in str(settings.model_dump())
+
+
+def test_worker_requires_queue_url(env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="QUEUE_URL"):
+        load_settings().require_queue()
+
+
+def test_swapped_settings_exchange_the_two_ends(env: pytest.MonkeyPatch) -> None:
+    env.setenv("SOURCE_ENDPOINT_URL", "https://s3.eu-west-1.amazonaws.com")
+    swapped: Settings = load_settings().swapped()
+    assert swapped.source_bucket == "lyve-target"
+    assert swapped.source_secret_id == "lyve-credentials"
+    assert swapped.target_bucket == "source-bucket"
+    assert swapped.target_endpoint_url == "https://s3.eu-west-1.amazonaws.com"
+    assert swapped.target_default_credentials is True
