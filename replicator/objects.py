@@ -39,6 +39,8 @@ class ObjectInfo:
     metadata: dict[str, str] = field(default_factory=dict)
     headers: dict[str, Any] = field(default_factory=dict)
     encrypted_etag: bool = False  # SSE-KMS / SSE-C: the ETag is not an MD5
+    # False when read from a listing: content headers and metadata still to be fetched.
+    complete: bool = True
 
     @classmethod
     def from_head(cls, key: str, head: Any) -> ObjectInfo:
@@ -52,6 +54,16 @@ class ObjectInfo:
             metadata={k.lower(): v for k, v in (head.get("Metadata") or {}).items()},
             headers={h: head[h] for h in CONTENT_HEADERS if head.get(h) is not None},
             encrypted_etag=sse.startswith("aws:kms") or bool(head.get("SSECustomerAlgorithm")),
+        )
+
+    @classmethod
+    def from_listing(cls, entry: Any) -> ObjectInfo:
+        return cls(
+            key=entry["Key"],
+            size=int(entry["Size"]),
+            etag=clean_etag(entry.get("ETag")),
+            last_modified=entry.get("LastModified"),
+            complete=False,
         )
 
     @property

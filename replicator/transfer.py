@@ -63,6 +63,10 @@ def content_md5(data: bytes | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 (S3's own integrity hash)
 
 
+class _GrewError(Exception):
+    """The object is now above the multipart threshold: take the multipart path."""
+
+
 class ByteBudget:
     """A counting semaphore in bytes: bounds the part buffers held in memory at once."""
 
@@ -99,6 +103,7 @@ class CopyResult:
     md5: str
     parts: int
     seconds: float
+    source_etag: str
 
 
 class _MultipartProgress:
@@ -192,11 +197,17 @@ class TransferEngine:
         """Copy one source object (as read by HeadObject) to the same key on the target."""
         cancel = cancel or threading.Event()
         started = time.monotonic()
-        if obj.size < self.settings.multipart_threshold or obj.size == 0:
-            md5, parts = self._copy_single(obj), 1
-        else:
+        if obj.size >= self.settings.multipart_threshold and not obj.complete:
+            # Listed, not looked at: the multipart path needs headers and metadata up front.
+            obj = self._head_source(obj.key)
+        if obj.size < self.settings.multipart_threshold:
+            try:
+                obj, md5, parts = *self._copy_single(obj), 1
+            except _GrewError:
+                obj = self._head_source(obj.key)  # rewritten larger since it was listed
+        if obj.size >= self.settings.multipart_threshold:
             md5, parts = self._copy_multipart(obj, cancel)
-        return CopyResult(obj.key, obj.size, md5, parts, time.monotonic() - started)
+        return CopyResult(obj.key, obj.size, md5, parts, time.monotonic() - started, obj.etag)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -238,10 +249,33 @@ class TransferEngine:
                 raise SourceChangedError(f"{obj.key!r} changed or vanished during the copy") from exc
             raise
 
-    def _copy_single(self, obj: ObjectInfo) -> str:
-        self.budget.acquire(obj.size)
+    def _head_source(self, key: str) -> ObjectInfo:
         try:
-            data = self._retry(lambda: self._get(obj))
+            head = self.source.client.head_object(Bucket=self.source.bucket, Key=key)
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                raise SourceChangedError(f"{key!r} vanished before the copy") from exc
+            raise
+        return ObjectInfo.from_head(key, head)
+
+    def _read_whole(self, key: str) -> tuple[ObjectInfo, bytes]:
+        """One GET: an atomic read of one version, with its headers (no HEAD needed)."""
+        try:
+            response = self.source.client.get_object(Bucket=self.source.bucket, Key=key)
+            if int(response["ContentLength"]) >= self.settings.multipart_threshold:
+                response["Body"].close()
+                raise _GrewError(key)
+            data = response["Body"].read()
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                raise SourceChangedError(f"{key!r} vanished before the copy") from exc
+            raise
+        return ObjectInfo.from_head(key, response), data
+
+    def _copy_single(self, listed: ObjectInfo) -> tuple[ObjectInfo, str]:
+        self.budget.acquire(listed.size)
+        try:
+            obj, data = self._retry(lambda: self._read_whole(listed.key))
             if len(data) != obj.size:
                 raise IntegrityError(f"read {len(data)} bytes of {obj.key!r}, expected {obj.size}")
             md5_hex = hashlib.md5(data).hexdigest()  # noqa: S324
@@ -251,9 +285,9 @@ class TransferEngine:
             args = self._put_args(obj, md5_hex)
             checksum = base64.b64encode(bytes.fromhex(md5_hex)).decode()
             self._retry(lambda: self.target.client.put_object(Body=data, ContentMD5=checksum, **args))
-            return md5_hex
+            return obj, md5_hex
         finally:
-            self.budget.release(obj.size)
+            self.budget.release(listed.size)
 
     def abort_stale_uploads(self, key: str, keep: str | None = None) -> int:
         """Abort incomplete uploads of exactly this key (earlier killed or failed copies)."""

@@ -1,0 +1,1 @@
+"""Full-bucket migration and verification: `python -m migrate`."""

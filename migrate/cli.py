@@ -1,0 +1,183 @@
+"""`python -m migrate`: copy what is missing or different from source to target, then prove it.
+
+Exit codes: 0 done (or --check found no difference), 1 differences found / copies failed /
+--max-delete exceeded, 2 bad configuration or arguments, 3 endpoints unusable, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from migrate.filters import KeyFilter, parse_shard, parse_size, parse_when
+from migrate.plan import Action
+from migrate.progress import Progress
+from migrate.runner import Migration, Options, Summary, default_processes
+from migrate.uploads import cleanup_uploads
+from replicator.runtime import start
+
+EXIT_DIFFERENT = 1
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m migrate",
+        description="Migrate the source bucket to the target (settings from the environment).",
+    )
+    mode = p.add_argument_group("mode")
+    mode.add_argument("--check", action="store_true", help="compare only; exit 1 on any difference")
+    mode.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    mode.add_argument("--delete", action="store_true", help="delete target objects absent from the source")
+    mode.add_argument("--max-delete", type=int, metavar="N", help="refuse to delete more than N objects")
+    mode.add_argument("--reverse", action="store_true", help="swap source and target (Lyve Cloud -> S3)")
+    mode.add_argument(
+        "--cleanup-uploads",
+        action="store_true",
+        help="abort incomplete multipart uploads on the target (with --older-than)",
+    )
+    f = p.add_argument_group("filters")
+    f.add_argument("--prefix", default="", help="only keys under this prefix")
+    f.add_argument("--include", action="append", default=[], metavar="GLOB", help="only keys matching")
+    f.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip keys matching")
+    f.add_argument("--min-size", type=parse_size, metavar="SIZE", help="e.g. 1M")
+    f.add_argument("--max-size", type=parse_size, metavar="SIZE", help="e.g. 5G")
+    f.add_argument(
+        "--newer-than", type=parse_when, metavar="AGE|DATE", help="modified since (7d, 2026-01-31)"
+    )
+    f.add_argument("--older-than", type=parse_when, metavar="AGE|DATE", help="modified before")
+    f.add_argument(
+        "--shard",
+        type=parse_shard,
+        default=(0, 1),
+        metavar="I/N",
+        help="only keys whose hash falls in shard I of N (split across N tasks)",
+    )
+    t = p.add_argument_group("tuning")
+    t.add_argument("--concurrency", type=int, default=32, help="objects in flight (default 32)")
+    t.add_argument(
+        "--processes",
+        type=int,
+        default=default_processes(),
+        help="processes copying small objects (default: cores, at most 4)",
+    )
+    t.add_argument(
+        "--stream-target-listing",
+        action="store_true",
+        help="trust the target to list in byte order (AWS S3 does) instead of sorting on disk",
+    )
+    o = p.add_argument_group("output")
+    o.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report here")
+    o.add_argument("--progress", choices=["auto", "bar", "log", "none"], default="auto")
+    return p
+
+
+def _print_summary(console: Console, summary: Summary, options: Options) -> None:
+    title = "Check" if options.check else ("Plan (dry run)" if options.dry_run else "Migration")
+    table = Table(title=f"{title} in {summary.seconds:.1f}s")
+    table.add_column("action")
+    table.add_column("objects", justify="right")
+    table.add_column("bytes", justify="right")
+    table.add_column("done", justify="right")
+    for action in Action:
+        planned = summary.planned.get(action.value, 0)
+        if planned or summary.done.get(action.value, 0):
+            table.add_row(
+                action.value,
+                str(planned),
+                str(summary.planned_bytes.get(action.value, 0)),
+                str(summary.done.get(action.value, 0)),
+            )
+    console.print(table)
+    for diff in summary.differences:
+        console.print(f"DIFF {diff['difference']}: {diff['key']!r}")
+    for failure in summary.failures[:50]:
+        console.print(f"[red]FAILED[/] {failure['key']!r}: {failure['error']}")
+    if len(summary.failures) > 50:
+        console.print(f"... and {len(summary.failures) - 50} more failures (see --report)")
+    if summary.unverified:
+        console.print(f"{summary.unverified} object(s) matched by size only (no checksum on both sides)")
+    if summary.deletes_refused:
+        console.print(
+            f"[red]refused[/]: {summary.deletes_refused} deletes exceed --max-delete "
+            f"{options.max_delete}; nothing was deleted"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.check and (args.delete or args.dry_run):
+        parser.error("--check compares only; it does not combine with --delete or --dry-run")
+    if args.concurrency < 1 or args.processes < 1:
+        parser.error("--concurrency and --processes must be at least 1")
+    runtime = start(reverse=args.reverse)
+    if isinstance(runtime, int):
+        return runtime
+    console = Console(stderr=True)
+
+    if args.cleanup_uploads:
+        if args.older_than is None:
+            parser.error("--cleanup-uploads needs --older-than AGE (e.g. 1d)")
+        aborted = cleanup_uploads(runtime.clients.target, args.older_than, args.prefix, args.dry_run)
+        verb = "would abort" if args.dry_run else "aborted"
+        console.print(f"{verb} {len(aborted)} incomplete upload(s) older than {args.older_than.isoformat()}")
+        return 0
+
+    options = Options(
+        key_filter=KeyFilter(
+            prefix=args.prefix,
+            include=tuple(args.include),
+            exclude=tuple(args.exclude),
+            min_size=args.min_size,
+            max_size=args.max_size,
+            newer_than=args.newer_than,
+            older_than=args.older_than,
+            shard=args.shard,
+        ),
+        delete=args.delete,
+        max_delete=args.max_delete,
+        dry_run=args.dry_run,
+        check=args.check,
+        concurrency=args.concurrency,
+        processes=args.processes,
+        stream_target_listing=args.stream_target_listing,
+        reverse=args.reverse,
+    )
+    with Progress(args.progress) as progress:
+        migration = Migration(runtime.engine, options, progress)
+        signal.signal(signal.SIGTERM, migration.stop)
+        signal.signal(signal.SIGINT, migration.stop)
+        summary = migration.run()
+    runtime.engine.close()
+    _print_summary(console, summary, options)
+    if args.report:
+        report = {
+            "finished_at": datetime.now(UTC).isoformat(),
+            "options": {
+                "check": args.check,
+                "dry_run": args.dry_run,
+                "delete": args.delete,
+                "prefix": args.prefix,
+                "shard": f"{args.shard[0]}/{args.shard[1]}",
+                "reverse": args.reverse,
+            },
+            **summary.as_dict(),
+        }
+        args.report.write_text(json.dumps(report, indent=2, default=str))
+    if summary.cancelled:
+        return EXIT_INTERRUPTED
+    if summary.failures or summary.differences or summary.deletes_refused:
+        return EXIT_DIFFERENT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Progress of a migration: a rich bar on a terminal, a structured log line every few seconds
+otherwise (ECS), the same counters either way."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress import Progress as RichProgress
+
+from migrate.plan import Action, Decision
+from replicator.logs import get_logger
+
+log = get_logger("migrate.progress")
+
+
+class Progress:
+    def __init__(self, mode: str = "auto", interval: float = 5.0) -> None:
+        self.mode = "bar" if mode == "auto" and sys.stderr.isatty() else ("log" if mode == "auto" else mode)
+        self.interval = interval
+        self.objects_total = 0
+        self.objects_done = 0
+        self.bytes_total = 0
+        self.bytes_done = 0
+        self.failed = 0
+        self.listing_complete = False
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._bar: RichProgress | None = None
+        self._objects_task: Any = None
+        self._bytes_task: Any = None
+        self._ticker: threading.Thread | None = None
+
+    @classmethod
+    def quiet(cls) -> Progress:
+        return cls(mode="none")
+
+    def __enter__(self) -> Progress:
+        if self.mode == "bar":
+            self._bar = RichProgress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self._bar.start()
+            self._objects_task = self._bar.add_task("objects", total=None)
+            self._bytes_task = self._bar.add_task("bytes  ", total=None)
+        elif self.mode == "log":
+            self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+            self._ticker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._bar is not None:
+            self._refresh()
+            self._bar.stop()
+        if self.mode == "log":
+            self._log_line()
+
+    def planned(self, decision: Decision) -> None:
+        with self._lock:
+            self.objects_total += 1
+            if decision.action is not Action.DELETE:
+                self.bytes_total += decision.size if decision.action is not Action.SKIP else 0
+        self._refresh()
+
+    def done(self, decision: Decision, size: int, failed: bool = False) -> None:
+        with self._lock:
+            self.objects_done += 1
+            self.bytes_done += size
+            self.failed += int(failed)
+        self._refresh()
+
+    def listing_done(self) -> None:
+        self.listing_complete = True
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self._bar is None:
+            return
+        total_objects = self.objects_total if self.listing_complete else None
+        total_bytes = self.bytes_total if self.listing_complete else None
+        self._bar.update(self._objects_task, completed=self.objects_done, total=total_objects)
+        self._bar.update(self._bytes_task, completed=self.bytes_done, total=total_bytes)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._log_line()
+
+    def _log_line(self) -> None:
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        log.info(
+            "progress",
+            objects_done=self.objects_done,
+            objects_seen=self.objects_total,
+            bytes_done=self.bytes_done,
+            bytes_seen=self.bytes_total,
+            failed=self.failed,
+            listing_complete=self.listing_complete,
+            mb_per_s=round(self.bytes_done / elapsed / 1e6, 2),
+            objects_per_s=round(self.objects_done / elapsed, 1),
+            elapsed_s=round(elapsed, 1),
+        )
