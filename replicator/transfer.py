@@ -73,6 +73,7 @@ class ByteBudget:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._available = capacity
+        self.peak = 0  # most bytes held at once, for tests and the benchmark
         self._cond = threading.Condition()
 
     def acquire(self, amount: int, cancel: threading.Event | None = None) -> None:
@@ -84,6 +85,7 @@ class ByteBudget:
                     raise CancelledError("stopped while waiting for buffer space")
                 self._cond.wait(timeout=0.5)
             self._available -= amount
+            self.peak = max(self.peak, self.capacity - self._available)
 
     def release(self, amount: int) -> None:
         amount = min(amount, self.capacity)
