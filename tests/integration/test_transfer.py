@@ -72,14 +72,22 @@ def put_source(end: Endpoint, key: str, data: bytes, multipart_part: int | None 
     if multipart_part is None:
         end.client.put_object(Bucket=end.bucket, Key=key, Body=data, Metadata={"owner": "qa"}, **HEADERS)
         return
-    upload = end.client.create_multipart_upload(Bucket=end.bucket, Key=key, Metadata={"owner": "qa"}, **HEADERS)
+    upload = end.client.create_multipart_upload(
+        Bucket=end.bucket, Key=key, Metadata={"owner": "qa"}, **HEADERS
+    )
     parts = []
     for number, start in enumerate(range(0, len(data), multipart_part), 1):
-        etag = end.client.upload_part(Bucket=end.bucket, Key=key, UploadId=upload["UploadId"],
-                                      PartNumber=number, Body=data[start:start + multipart_part])["ETag"]
+        etag = end.client.upload_part(
+            Bucket=end.bucket,
+            Key=key,
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=data[start : start + multipart_part],
+        )["ETag"]
         parts.append({"PartNumber": number, "ETag": etag})
-    end.client.complete_multipart_upload(Bucket=end.bucket, Key=key, UploadId=upload["UploadId"],
-                                         MultipartUpload={"Parts": parts})
+    end.client.complete_multipart_upload(
+        Bucket=end.bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+    )
 
 
 def uploads_left(end: Endpoint) -> list[Any]:
@@ -123,7 +131,7 @@ def test_sizes_arrive_byte_identical_with_metadata(
         engine.close()
     body = target.client.get_object(Bucket=target.bucket, Key=key)
     assert body["Body"].read() == data
-    digest = hashlib.md5(data).hexdigest()  # noqa: S324
+    digest = hashlib.md5(data).hexdigest()
     assert result.md5 == digest
     assert result.parts == (1 if size < THRESHOLD else -(-size // (5 * MIB)))
     for header, value in HEADERS.items():
@@ -147,7 +155,7 @@ def test_memory_is_bounded_by_the_buffer_budget(ends: tuple[Endpoint, Endpoint])
     assert engine.budget.peak >= 10 * MIB  # parts really did run in parallel
     assert engine.budget.in_use == 0
     assert hashlib.md5(target.client.get_object(Bucket=target.bucket, Key="big")["Body"].read()).digest() == (
-        hashlib.md5(data).digest()  # noqa: S324
+        hashlib.md5(data).digest()
     )
 
 
@@ -177,7 +185,9 @@ def test_a_failing_part_aborts_the_upload(ends: tuple[Endpoint, Endpoint]) -> No
     assert engine.budget.in_use == 0
 
 
-def test_a_part_corrupted_on_read_is_detected(ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_part_corrupted_on_read_is_detected(
+    ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
     source, target = ends
     put_source(source, "corrupt", os.urandom(12 * MIB))  # single-part source: its ETag is the MD5
     engine = make_engine(ends, part_size_mib=5)
