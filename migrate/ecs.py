@@ -1,0 +1,93 @@
+"""`make migrate`: run the migration task definition on ECS, one task per shard, and wait.
+
+Reads `terraform output -json` (cluster, task definition, subnets, security group, log group),
+starts SHARDS tasks with `--shard i/SHARDS`, prints where their logs are, waits for them to stop
+and returns the worst exit code, so `make migrate` fails when any shard failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+CONTAINER = "migrate"
+
+
+def _outputs(path: Path) -> dict[str, Any]:
+    raw = json.loads(path.read_text())
+    return {name: item["value"] for name, item in raw.items()}
+
+
+def run_tasks(ecs: Any, outputs: dict[str, Any], shards: int, extra_args: list[str]) -> list[str]:
+    arns = []
+    for index in range(shards):
+        command = ["python", "-m", "migrate", "--progress", "log", *extra_args]
+        if shards > 1:
+            command += ["--shard", f"{index}/{shards}"]
+        response = ecs.run_task(
+            cluster=outputs["cluster_name"],
+            taskDefinition=outputs["migrate_task_definition_arn"],
+            launchType="FARGATE",
+            count=1,
+            startedBy="make-migrate",
+            networkConfiguration={
+                "awsvpcConfiguration": {
+                    "subnets": outputs["subnet_ids"],
+                    "securityGroups": [outputs["security_group_id"]],
+                    "assignPublicIp": "ENABLED" if outputs.get("assign_public_ip") else "DISABLED",
+                }
+            },
+            overrides={"containerOverrides": [{"name": CONTAINER, "command": command}]},
+        )
+        if response.get("failures"):
+            raise RuntimeError(f"run-task failed: {response['failures']}")
+        arns.append(response["tasks"][0]["taskArn"])
+    return arns
+
+
+def wait_for(ecs: Any, cluster: str, arns: list[str], poll: float = 15.0) -> list[int | None]:
+    """Exit codes of the migrate container, once every task has stopped."""
+    while True:
+        tasks = ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"]
+        if tasks and all(t.get("lastStatus") == "STOPPED" for t in tasks):
+            codes: list[int | None] = []
+            for task in tasks:
+                container = next((c for c in task.get("containers", []) if c["name"] == CONTAINER), {})
+                codes.append(container.get("exitCode"))
+            return codes
+        time.sleep(poll)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m migrate.ecs", description=__doc__)
+    parser.add_argument(
+        "--outputs", type=Path, required=True, help="`terraform output -json` saved to a file"
+    )
+    parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("args", nargs="*", help="extra arguments for python -m migrate")
+    args = parser.parse_args(argv)
+    if args.shards < 1:
+        parser.error("--shards must be at least 1")
+    outputs = _outputs(args.outputs)
+    ecs = boto3.client("ecs")
+    arns = run_tasks(ecs, outputs, args.shards, args.args)
+    print(f"started {len(arns)} migration task(s) on {outputs['cluster_name']}:")
+    for arn in arns:
+        print(f"  {arn}")
+    print(f"logs: CloudWatch Logs group {outputs['migrate_log_group']} (stream prefix migrate/)")
+    print(f"  aws logs tail {outputs['migrate_log_group']} --follow")
+    codes = wait_for(ecs, outputs["cluster_name"], arns)
+    print(f"exit codes: {codes}")
+    if any(code is None for code in codes):
+        return 1
+    return max(code for code in codes if code is not None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+data "aws_caller_identity" "current" {}
+data "aws_region" "current" {}
+data "aws_partition" "current" {}
+
+data "aws_s3_bucket" "source" {
+  bucket = var.bucket
+}
+
+locals {
+  name         = var.name
+  queue_name   = "${var.name}.fifo"
+  account_id   = data.aws_caller_identity.current.account_id
+  region       = data.aws_region.current.name
+  image        = "${aws_ecr_repository.this.repository_url}:${var.image_tag}"
+  stop_timeout = var.shutdown_deadline_seconds + 5
+
+  tags = merge(var.tags, {
+    "app"        = "lyve-replicator"
+    "managed-by" = "terraform"
+  })
+}

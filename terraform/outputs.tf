@@ -1,0 +1,84 @@
+output "queue_url" {
+  description = "URL of the FIFO replication queue (QUEUE_URL)."
+  value       = aws_sqs_queue.this.url
+}
+
+output "dlq_url" {
+  description = "URL of the FIFO dead-letter queue."
+  value       = aws_sqs_queue.dlq.url
+}
+
+output "lambda_failures_queue_url" {
+  description = "S3 events the enqueue Lambda failed after its retries."
+  value       = aws_sqs_queue.lambda_failures.url
+}
+
+output "cluster_name" {
+  description = "ECS cluster running the worker service and migration tasks."
+  value       = aws_ecs_cluster.this.name
+}
+
+output "worker_service_name" {
+  description = "ECS service of the replication worker."
+  value       = aws_ecs_service.worker.name
+}
+
+output "migrate_task_definition_arn" {
+  description = "Task definition run by `make migrate`."
+  value       = aws_ecs_task_definition.migrate.arn
+}
+
+output "subnet_ids" {
+  description = "Subnets the tasks run in (used by `make migrate`)."
+  value       = var.subnet_ids
+}
+
+output "security_group_id" {
+  description = "Security group of the tasks (used by `make migrate`)."
+  value       = aws_security_group.tasks.id
+}
+
+output "assign_public_ip" {
+  description = "Whether tasks get a public IP (used by `make migrate`)."
+  value       = var.assign_public_ip
+}
+
+output "ecr_repository_url" {
+  description = "Where `make push` pushes the worker image."
+  value       = aws_ecr_repository.this.repository_url
+}
+
+output "lambda_function_name" {
+  description = "The enqueue Lambda."
+  value       = aws_lambda_function.enqueue.function_name
+}
+
+output "worker_log_group" {
+  description = "CloudWatch Logs group of the worker."
+  value       = aws_cloudwatch_log_group.worker.name
+}
+
+output "migrate_log_group" {
+  description = "CloudWatch Logs group of the migration tasks."
+  value       = aws_cloudwatch_log_group.migrate.name
+}
+
+output "dashboard_url" {
+  description = "The CloudWatch dashboard."
+  value       = "https://${local.region}.console.aws.amazon.com/cloudwatch/home?region=${local.region}#dashboards:name=${aws_cloudwatch_dashboard.this.dashboard_name}"
+}
+
+output "source_bucket" {
+  description = "The replicated bucket."
+  value       = var.bucket
+}
+
+output "target_bucket" {
+  description = "The bucket on the target endpoint."
+  value       = var.target_bucket
+}
+
+output "target_endpoint" {
+  description = "The target endpoint."
+  value       = var.endpoint
+}

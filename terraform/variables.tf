@@ -1,0 +1,299 @@
+################################################################################
+# Required: what to replicate, and where to
+################################################################################
+
+variable "bucket" {
+  description = "Name of the existing S3 bucket to replicate (the source)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.bucket)) && !strcontains(var.bucket, "..")
+    error_message = "bucket must be a valid S3 bucket name: 3-63 characters of a-z, 0-9, '.' and '-'."
+  }
+}
+
+variable "secret" {
+  description = "ARN of the Secrets Manager secret holding the target credentials as JSON: {\"access_key_id\": \"...\", \"secret_access_key\": \"...\"}."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", var.secret))
+    error_message = "secret must be the full ARN of a Secrets Manager secret (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)."
+  }
+}
+
+variable "endpoint" {
+  description = "HTTPS endpoint of the target: Lyve Cloud (e.g. https://s3.us-east-1.lyvecloud.seagate.com) or any S3-compatible store."
+  type        = string
+
+  validation {
+    condition     = can(regex("^https://[^/\\s]+", var.endpoint))
+    error_message = "endpoint must be an https:// URL."
+  }
+}
+
+variable "target_bucket" {
+  description = "Name of the existing bucket on the target endpoint that receives the replica."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.target_bucket))
+    error_message = "target_bucket must be a valid bucket name: 3-63 characters of a-z, 0-9, '.' and '-'."
+  }
+}
+
+variable "target_region" {
+  description = "Region the target endpoint signs requests for (Lyve Cloud: the region in the endpoint name)."
+  type        = string
+  default     = "us-east-1"
+}
+
+################################################################################
+# Network: the worker runs in existing private subnets with a route to the internet
+################################################################################
+
+variable "vpc_id" {
+  description = "VPC of the subnets below; the worker's security group is created in it."
+  type        = string
+
+  validation {
+    condition     = can(regex("^vpc-[0-9a-f]+$", var.vpc_id))
+    error_message = "vpc_id must look like vpc-0123456789abcdef0."
+  }
+}
+
+variable "subnet_ids" {
+  description = "Subnets for the worker and migration tasks. They need a route to the target endpoint (NAT) and to S3/SQS/ECR/Logs."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.subnet_ids) > 0 && alltrue([for s in var.subnet_ids : can(regex("^subnet-[0-9a-f]+$", s))])
+    error_message = "subnet_ids must hold at least one subnet id (subnet-...)."
+  }
+}
+
+variable "assign_public_ip" {
+  description = "Give tasks a public IP (only for public subnets without NAT)."
+  type        = bool
+  default     = false
+}
+
+################################################################################
+# Naming
+################################################################################
+
+variable "name" {
+  description = "Prefix of every resource name."
+  type        = string
+  default     = "lyve-replicator"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}$", var.name))
+    error_message = "name must be 2-31 characters of a-z, 0-9 and '-', starting with a letter."
+  }
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = {}
+}
+
+################################################################################
+# Artifacts
+################################################################################
+
+variable "image_tag" {
+  description = "Tag of the worker image in the ECR repository created here (make push sets it)."
+  type        = string
+  default     = "latest"
+}
+
+variable "lambda_zip_path" {
+  description = "Path of the enqueue Lambda package built by `make package`."
+  type        = string
+  default     = "../build/lambda_enqueue.zip"
+}
+
+################################################################################
+# Queue and worker behaviour
+################################################################################
+
+variable "visibility_timeout_seconds" {
+  description = "Visibility timeout of the FIFO queue; the worker extends it while a copy runs. Must exceed shutdown_deadline_seconds."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.visibility_timeout_seconds >= 30 && var.visibility_timeout_seconds <= 43200
+    error_message = "visibility_timeout_seconds must be between 30 and 43200 (12 h)."
+  }
+}
+
+variable "max_receive_count" {
+  description = "Receives before a message moves to the dead-letter queue."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.max_receive_count >= 1 && var.max_receive_count <= 1000
+    error_message = "max_receive_count must be between 1 and 1000."
+  }
+}
+
+variable "shutdown_deadline_seconds" {
+  description = "Seconds the worker takes after SIGTERM to finish or hand back work; the container's stopTimeout is this plus 5."
+  type        = number
+  default     = 25
+
+  validation {
+    condition     = var.shutdown_deadline_seconds >= 5 && var.shutdown_deadline_seconds <= 115
+    error_message = "shutdown_deadline_seconds must be between 5 and 115 (ECS stopTimeout is at most 120)."
+  }
+}
+
+variable "worker_concurrency" {
+  description = "Keys reconciled in parallel by one worker task."
+  type        = number
+  default     = 16
+
+  validation {
+    condition     = var.worker_concurrency >= 1 && var.worker_concurrency <= 512
+    error_message = "worker_concurrency must be between 1 and 512."
+  }
+}
+
+variable "part_size_mib" {
+  description = "Multipart part size in MiB (5 to 4096; grows for objects above part_size x 10,000)."
+  type        = number
+  default     = 16
+
+  validation {
+    condition     = var.part_size_mib >= 5 && var.part_size_mib <= 4096
+    error_message = "part_size_mib must be between 5 and 4096."
+  }
+}
+
+variable "max_buffer_mib" {
+  description = "Part buffers held in memory per task, in MiB. Keep well below worker_memory."
+  type        = number
+  default     = 256
+
+  validation {
+    condition     = var.max_buffer_mib >= 16
+    error_message = "max_buffer_mib must be at least 16."
+  }
+}
+
+variable "worker_cpu" {
+  description = "Fargate CPU units of a worker task."
+  type        = number
+  default     = 1024
+
+  validation {
+    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.worker_cpu)
+    error_message = "worker_cpu must be a Fargate CPU size: 256, 512, 1024, 2048, 4096, 8192 or 16384."
+  }
+}
+
+variable "worker_memory" {
+  description = "Memory of a worker task in MiB (must be valid for worker_cpu on Fargate)."
+  type        = number
+  default     = 2048
+
+  validation {
+    condition     = var.worker_memory >= 512 && var.worker_memory <= 122880
+    error_message = "worker_memory must be between 512 and 122880 MiB."
+  }
+}
+
+variable "migrate_cpu" {
+  description = "Fargate CPU units of a migration task."
+  type        = number
+  default     = 2048
+
+  validation {
+    condition     = contains([256, 512, 1024, 2048, 4096, 8192, 16384], var.migrate_cpu)
+    error_message = "migrate_cpu must be a Fargate CPU size."
+  }
+}
+
+variable "migrate_memory" {
+  description = "Memory of a migration task in MiB."
+  type        = number
+  default     = 4096
+
+  validation {
+    condition     = var.migrate_memory >= 512 && var.migrate_memory <= 122880
+    error_message = "migrate_memory must be between 512 and 122880 MiB."
+  }
+}
+
+################################################################################
+# Scaling
+################################################################################
+
+variable "min_tasks" {
+  description = "Fewest worker tasks. 0 lets the service scale to zero when the queue is empty."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.min_tasks >= 0 && var.min_tasks <= 100
+    error_message = "min_tasks must be between 0 and 100."
+  }
+}
+
+variable "max_tasks" {
+  description = "Most worker tasks."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.max_tasks >= 1 && var.max_tasks <= 1000
+    error_message = "max_tasks must be between 1 and 1000."
+  }
+}
+
+variable "backlog_per_task" {
+  description = "Target of visible messages per running task (target tracking)."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.backlog_per_task >= 1
+    error_message = "backlog_per_task must be at least 1."
+  }
+}
+
+################################################################################
+# Monitoring
+################################################################################
+
+variable "log_retention_days" {
+  description = "Retention of the Lambda, worker and migration log groups."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a CloudWatch Logs retention value (1, 3, 5, 7, 14, 30, 60, 90, ...)."
+  }
+}
+
+variable "oldest_message_alarm_seconds" {
+  description = "Alarm when the oldest queued message is older than this (replication falling behind)."
+  type        = number
+  default     = 900
+
+  validation {
+    condition     = var.oldest_message_alarm_seconds >= 60
+    error_message = "oldest_message_alarm_seconds must be at least 60."
+  }
+}
+
+variable "alarm_topic_arn" {
+  description = "SNS topic notified by the alarms (null: alarms without notification)."
+  type        = string
+  default     = null
+}
