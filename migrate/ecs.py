@@ -58,7 +58,9 @@ def wait_for(ecs: Any, cluster: str, arns: list[str], poll: float = 15.0) -> lis
         if tasks and all(t.get("lastStatus") == "STOPPED" for t in tasks):
             codes: list[int | None] = []
             for task in tasks:
-                container = next((c for c in task.get("containers", []) if c["name"] == CONTAINER), {})
+                container: dict[str, Any] = next(
+                    (c for c in task.get("containers", []) if c["name"] == CONTAINER), {}
+                )
                 codes.append(container.get("exitCode"))
             return codes
         time.sleep(poll)
