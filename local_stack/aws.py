@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,7 @@ class MotoAWS:
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
+        self._reset()  # moto keeps its state per process, across server instances
         sqs = self.client("sqs")
         self.dlq_url = sqs.create_queue(
             QueueName=self.dlq_name,
@@ -101,8 +103,15 @@ class MotoAWS:
             )["ARN"]
         return self
 
+    def _reset(self) -> None:
+        url = f"{self.endpoint_url}/moto-api/reset"  # always http://127.0.0.1
+        request = urllib.request.Request(url, method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            response.read()
+
     def stop(self) -> None:
         if self._server is not None:
+            self._reset()
             self._server.stop()
             self._server = None
 

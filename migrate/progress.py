@@ -3,6 +3,7 @@ otherwise (ECS), the same counters either way."""
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
 import time
@@ -35,7 +36,7 @@ class Progress:
         self.bytes_done = 0
         self.failed = 0
         self.listing_complete = False
-        self._lock = threading.Lock()
+        self._finished: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._bar: RichProgress | None = None
@@ -62,38 +63,47 @@ class Progress:
             self._bar.start()
             self._objects_task = self._bar.add_task("objects", total=None)
             self._bytes_task = self._bar.add_task("bytes  ", total=None)
-        elif self.mode == "log":
+        if self.mode in ("bar", "log"):
             self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
             self._ticker.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
         if self._bar is not None:
             self._refresh()
             self._bar.stop()
         if self.mode == "log":
+            self._settle()
             self._log_line()
 
     def planned(self, decision: Decision) -> None:
-        with self._lock:
-            self.objects_total += 1
-            if decision.action is not Action.DELETE:
-                self.bytes_total += decision.size if decision.action is not Action.SKIP else 0
-        self._refresh()
+        # Called from the merge loop only.
+        self.objects_total += 1
+        if decision.action not in (Action.DELETE, Action.SKIP):
+            self.bytes_total += decision.size
 
     def done(self, decision: Decision, size: int, failed: bool = False) -> None:
-        with self._lock:
+        # Called from copy threads: no lock (it convoys under the GIL); the ticker folds these in.
+        self._finished.put((size, failed))
+
+    def _settle(self) -> None:
+        while True:
+            try:
+                size, failed = self._finished.get_nowait()
+            except queue.Empty:
+                return
             self.objects_done += 1
             self.bytes_done += size
             self.failed += int(failed)
-        self._refresh()
 
     def listing_done(self) -> None:
         self.listing_complete = True
-        self._refresh()
 
     def _refresh(self) -> None:
+        self._settle()
         if self._bar is None:
             return
         total_objects = self.objects_total if self.listing_complete else None
@@ -102,8 +112,11 @@ class Progress:
         self._bar.update(self._bytes_task, completed=self.bytes_done, total=total_bytes)
 
     def _tick(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._log_line()
+        every = 0.2 if self.mode == "bar" else self.interval
+        while not self._stop.wait(every):
+            self._refresh()
+            if self.mode == "log":
+                self._log_line()
 
     def _log_line(self) -> None:
         elapsed = max(time.monotonic() - self._started, 1e-9)

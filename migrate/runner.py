@@ -26,10 +26,11 @@ from migrate.listing import ListingOrderError, in_byte_order, list_bucket, sorte
 from migrate.plan import Action, Decision, merge
 from migrate.progress import Progress
 from replicator.clients import Endpoint, build_clients
-from replicator.errors import CancelledError, describe, error_code
+from replicator.errors import CancelledError, describe, error_code, object_retrying
 from replicator.logs import configure_logging, get_logger
 from replicator.objects import ObjectInfo, target_matches
 from replicator.reconcile import head
+from replicator.runtime import quiet_garbage_collector
 from replicator.settings import load_settings
 from replicator.transfer import TransferEngine
 
@@ -53,7 +54,11 @@ class Options:
 
 @dataclass
 class Summary:
-    """Counts and bytes per outcome; `differences` lists what --check found."""
+    """Counts and bytes per outcome; `differences` lists what --check found.
+
+    Worker threads only append events to a SimpleQueue; `settle()` folds them into the counters
+    from one thread. A shared lock here made every copy thread queue behind the GIL.
+    """
 
     planned: Counter[str] = field(default_factory=Counter)
     planned_bytes: Counter[str] = field(default_factory=Counter)
@@ -66,25 +71,41 @@ class Summary:
     deletes_refused: int = 0
     seconds: float = 0.0
     cancelled: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _events: queue.SimpleQueue[tuple[str, str, Any]] = field(default_factory=queue.SimpleQueue, repr=False)
 
     def plan(self, action: Action, size: int) -> None:
-        with self._lock:
-            self.planned[action.value] += 1
-            self.planned_bytes[action.value] += size
+        self._events.put(("plan", action.value, size))
 
     def finish(self, action: Action, size: int) -> None:
-        with self._lock:
-            self.done[action.value] += 1
-            self.done_bytes[action.value] += size
+        self._events.put(("done", action.value, size))
 
     def fail(self, key: str, error: str) -> None:
-        with self._lock:
-            self.failures.append({"key": key, "error": error})
+        self._events.put(("fail", key, error))
 
     def differ(self, key: str, what: str) -> None:
-        with self._lock:
-            self.differences.append({"key": key, "difference": what})
+        self._events.put(("differ", key, what))
+
+    def size_only(self) -> None:
+        self._events.put(("unverified", "", 0))
+
+    def settle(self) -> Summary:
+        while True:
+            try:
+                kind, name, value = self._events.get_nowait()
+            except queue.Empty:
+                return self
+            if kind == "plan":
+                self.planned[name] += 1
+                self.planned_bytes[name] += value
+            elif kind == "done":
+                self.done[name] += 1
+                self.done_bytes[name] += value
+            elif kind == "fail":
+                self.failures.append({"key": name, "error": value})
+            elif kind == "differ":
+                self.differences.append({"key": name, "difference": value})
+            else:
+                self.unverified += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -136,8 +157,10 @@ def _child_init(reverse: bool) -> None:
         settings = settings.swapped()
     configure_logging(settings.log_level, settings.log_format)
     clients = build_clients(settings)
+    quiet_garbage_collector()
     _child["engine"] = TransferEngine(clients.source, clients.target, settings)
     _child["threads"] = ThreadPoolExecutor(max(1, settings.worker_concurrency))
+    _child["retrying"] = object_retrying(settings.max_attempts)
 
 
 def _child_copy(batch: list[tuple[str, int, str]]) -> list[tuple[str, int, str | None]]:
@@ -147,7 +170,8 @@ def _child_copy(batch: list[tuple[str, int, str]]) -> list[tuple[str, int, str |
     def one(item: tuple[str, int, str]) -> tuple[str, int, str | None]:
         key, size, etag = item
         try:
-            result = engine.copy(ObjectInfo(key=key, size=size, etag=etag, complete=False))
+            listed = ObjectInfo(key=key, size=size, etag=etag, complete=False)
+            result = _child["retrying"](lambda: engine.copy(listed))
             return key, result.size, None
         except Exception as exc:
             return key, size, describe(exc)
@@ -170,6 +194,7 @@ class Migration:
         self._small_batch: list[Decision] = []
         self._futures: set[Future[Any]] = set()
         self._futures_lock = threading.Lock()
+        self._retrying = object_retrying(engine.settings.max_attempts)
 
     # -- entry point --------------------------------------------------------------------------
 
@@ -191,7 +216,7 @@ class Migration:
                     # sorted) and deferred deletes, which are dropped: start over, sorted.
                     log.warning("listing_not_in_byte_order", side=exc.side, detail=str(exc))
                     self._wait_all()
-                    self.summary.listing_restarts += 1
+                    self.summary.settle().listing_restarts += 1
                     self.summary.planned.clear()
                     self.summary.planned_bytes.clear()
                     sort_source = True
@@ -202,6 +227,7 @@ class Migration:
             self._threads.shutdown(wait=True)
             if self._processes is not None:
                 self._processes.shutdown(wait=True, cancel_futures=True)
+            self.summary.settle()
             self.summary.seconds = time.monotonic() - started
             self.summary.cancelled = self.cancel.is_set()
         return self.summary
@@ -292,8 +318,9 @@ class Migration:
 
     def _copy(self, decision: Decision) -> None:
         assert decision.source is not None
+        source = decision.source
         try:
-            result = self.engine.copy(decision.source, self.cancel)
+            result = self._retrying(lambda: self.engine.copy(source, self.cancel))
         except CancelledError:
             return
         except Exception as exc:
@@ -319,7 +346,7 @@ class Migration:
             return
         if target is not None and self.options.check and not self._checksum_known(source, target):
             # Same size and nothing to compare the content with: counted, not a difference.
-            self.summary.unverified += 1
+            self.summary.size_only()
             self.summary.finish(Action.SKIP, decision.size)
             self.progress.done(decision, 0)
             return

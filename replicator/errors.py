@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from http.client import HTTPException
+
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -11,6 +13,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ProtocolError
 
 
@@ -60,7 +64,10 @@ TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
     ReadTimeoutError,
     ResponseStreamingError,
     ProtocolError,
+    Urllib3Error,
     ConnectionError,
+    TimeoutError,
+    HTTPException,
     SourceChangedError,
 )
 
@@ -89,3 +96,15 @@ def describe(exc: BaseException) -> str:
         op = getattr(exc, "operation_name", "")
         return f"{code} on {op}" if op else code
     return f"{type(exc).__name__}: {exc}"
+
+
+def object_retrying(attempts: int) -> Retrying:
+    """The per-object retry policy, on top of botocore's per-request retries: a copy or
+    reconcile that failed part-way (a dropped stream, the source rewritten under us) starts over
+    a few times. A shutdown is never retried."""
+    return Retrying(
+        retry=retry_if_exception(lambda e: is_retryable(e) and not isinstance(e, CancelledError)),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential_jitter(initial=0.5, max=10),
+        reraise=True,
+    )

@@ -11,10 +11,9 @@ import threading
 from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from replicator.clients import Endpoint
-from replicator.errors import CancelledError, error_code, is_retryable
+from replicator.errors import error_code, object_retrying
 from replicator.objects import ObjectInfo, target_matches
 from replicator.transfer import CopyResult, TransferEngine
 
@@ -47,15 +46,11 @@ def head(endpoint: Endpoint, key: str) -> ObjectInfo | None:
 class Reconciler:
     def __init__(self, engine: TransferEngine, attempts: int = 5) -> None:
         self.engine = engine
-        self._retrying = Retrying(
-            retry=retry_if_exception(lambda e: is_retryable(e) and not isinstance(e, CancelledError)),
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(initial=0.5, max=10),
-            reraise=True,
-        )
+        self._retrying = object_retrying(attempts)
 
     def reconcile(self, key: str, cancel: threading.Event | None = None) -> ReconcileResult:
-        return self._retrying(lambda: self._reconcile_once(key, cancel))
+        result: ReconcileResult = self._retrying(lambda: self._reconcile_once(key, cancel))
+        return result
 
     def _reconcile_once(self, key: str, cancel: threading.Event | None) -> ReconcileResult:
         source = head(self.engine.source, key)

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     connect_timeout_seconds: float = Field(default=10, gt=0)
     read_timeout_seconds: float = Field(default=60, gt=0)
     copy_tags: bool = False
+    # Small objects go through a lean GET/PUT path (botocore's signer + urllib3), not boto3 calls.
+    fast_small_objects: bool = True
+    # How multipart parts are verified. "auto": when the source object is itself multipart and
+    # its part layout can be replayed, the target's part ETags must combine into the source's
+    # ETag before the upload is completed (end to end, no hashing here); otherwise, and always
+    # with "content-md5", every part carries its Content-MD5, which the target checks.
+    part_checksum: Literal["auto", "content-md5"] = "auto"
 
     # Queue consumer tuning.
     worker_concurrency: int = Field(default=16, ge=1, le=512)

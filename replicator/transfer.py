@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +33,9 @@ from replicator.errors import (
     error_code,
     is_retryable,
 )
+from replicator.lean_s3 import LeanS3, LeanUnsupported
 from replicator.logs import get_logger
-from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo
+from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo, clean_etag
 from replicator.settings import MIB, Settings
 
 log = get_logger(__name__)
@@ -61,6 +63,14 @@ def part_size_for(size: int, configured: int) -> int:
 
 def content_md5(data: bytes | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 (S3's own integrity hash)
+
+
+_MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
+_PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+
+class _ChainBroken(Exception):
+    """The source's part layout could not be replayed and verified on this target."""
 
 
 class _GrewError(Exception):
@@ -124,8 +134,8 @@ class _MultipartProgress:
         self._hashed: set[int] = set()
         self._sizes: dict[int, int] = {}
         self._lock = threading.Lock()
+        self._hash_lock = threading.Lock()
         self.etags: dict[int, str] = {}
-        self.part_md5s: dict[int, bytes] = {}
 
     def track(self, index: int, size: int) -> None:
         with self._lock:
@@ -136,16 +146,34 @@ class _MultipartProgress:
             if index < self._next or index in self._pending:
                 return  # a retried part: already counted
             self._pending[index] = data
-            while self._next in self._pending:
-                self._md5.update(self._pending.pop(self._next))
-                self._hashed.add(self._next)
-                self._maybe_release(self._next)
-                self._next += 1
+        self._hash_in_order()
 
-    def uploaded(self, index: int, etag: str, part_md5: bytes) -> None:
+    def _hash_in_order(self) -> None:
+        """Fold consecutive fetched parts into the MD5. One thread hashes at a time, outside the
+        bookkeeping lock, so part threads never wait on another part's hashing."""
+        while self._hash_lock.acquire(blocking=False):
+            try:
+                while True:
+                    with self._lock:
+                        index = self._next
+                        chunk = self._pending.pop(index, None)
+                    if chunk is None:
+                        break
+                    self._md5.update(chunk)  # releases the GIL for large buffers
+                    with self._lock:
+                        self._next = index + 1
+                        self._hashed.add(index)
+                        self._maybe_release(index)
+            finally:
+                self._hash_lock.release()
+            with self._lock:
+                if self._next not in self._pending:
+                    return
+            # A part arrived just as this thread stopped hashing: go round again.
+
+    def uploaded(self, index: int, etag: str) -> None:
         with self._lock:
             self.etags[index] = etag
-            self.part_md5s[index] = part_md5
             self._uploaded.add(index)
             self._maybe_release(index)
 
@@ -169,10 +197,6 @@ class _MultipartProgress:
     def hexdigest(self) -> str:
         return self._md5.hexdigest()
 
-    def composite_etag(self) -> str:
-        joined = b"".join(self.part_md5s[i] for i in sorted(self.part_md5s))
-        return f"{hashlib.md5(joined).hexdigest()}-{len(self.part_md5s)}"  # noqa: S324
-
 
 class TransferEngine:
     """Copies objects from one Endpoint to another. Thread-safe; build one per process."""
@@ -182,6 +206,9 @@ class TransferEngine:
         self.target = target
         self.settings = settings
         self.budget = ByteBudget(settings.max_buffer_bytes)
+        self._chain_usable = True
+        self._lean_source = self._lean(source)
+        self._lean_target = self._lean(target)
         self._parts = ThreadPoolExecutor(max_workers=settings.part_concurrency, thread_name_prefix="part")
         self._retrying = Retrying(
             retry=retry_if_exception(is_retryable),
@@ -260,19 +287,61 @@ class TransferEngine:
             raise
         return ObjectInfo.from_head(key, head)
 
+    def _lean(self, end: Endpoint) -> LeanS3 | None:
+        if not self.settings.fast_small_objects:
+            return None
+        try:
+            return LeanS3(
+                end.client,
+                end.bucket,
+                self.settings.max_pool_connections,
+                self.settings.connect_timeout_seconds,
+                self.settings.read_timeout_seconds,
+            )
+        except LeanUnsupported as exc:
+            log.debug("lean_path_off", side=end.name, reason=str(exc))
+            return None
+
+    def _lean_failed(self, side: str, exc: LeanUnsupported) -> None:
+        if exc.endpoint_wide:
+            log.info("lean_path_off", side=side, reason=str(exc))
+            setattr(self, f"_lean_{side}", None)
+
     def _read_whole(self, key: str) -> tuple[ObjectInfo, bytes]:
         """One GET: an atomic read of one version, with its headers (no HEAD needed)."""
+        lean = self._lean_source
         try:
-            response = self.source.client.get_object(Bucket=self.source.bucket, Key=key)
-            if int(response["ContentLength"]) >= self.settings.multipart_threshold:
-                response["Body"].close()
+            if lean is not None:
+                try:
+                    response, data = lean.get_object(key)
+                    if int(response["ContentLength"]) >= self.settings.multipart_threshold:
+                        raise _GrewError(key)
+                    return ObjectInfo.from_head(key, response), data
+                except LeanUnsupported as exc:
+                    self._lean_failed("source", exc)
+            got: Any = self.source.client.get_object(Bucket=self.source.bucket, Key=key)
+            if int(got["ContentLength"]) >= self.settings.multipart_threshold:
+                got["Body"].close()
                 raise _GrewError(key)
-            data = response["Body"].read()
+            data = got["Body"].read()
         except ClientError as exc:
             if error_code(exc) in ("NoSuchKey", "404"):
                 raise SourceChangedError(f"{key!r} vanished before the copy") from exc
             raise
-        return ObjectInfo.from_head(key, response), data
+        return ObjectInfo.from_head(key, got), data
+
+    def _write_whole(self, obj: ObjectInfo, data: bytes, md5_hex: str) -> None:
+        args = self._put_args(obj, md5_hex)
+        checksum = base64.b64encode(bytes.fromhex(md5_hex)).decode()
+        lean = self._lean_target
+        if lean is not None:
+            params = {k: v for k, v in args.items() if k not in ("Bucket", "Key", "Metadata")}
+            try:
+                lean.put_object(obj.key, data, args["Metadata"], ContentMD5=checksum, **params)
+                return
+            except LeanUnsupported as exc:
+                self._lean_failed("target", exc)
+        self.target.client.put_object(Body=data, ContentMD5=checksum, **args)
 
     def _copy_single(self, listed: ObjectInfo) -> tuple[ObjectInfo, str]:
         self.budget.acquire(listed.size)
@@ -284,9 +353,7 @@ class TransferEngine:
             expected = obj.known_md5
             if expected and expected != md5_hex:
                 raise IntegrityError(f"MD5 of {obj.key!r} is {md5_hex}, the source says {expected}")
-            args = self._put_args(obj, md5_hex)
-            checksum = base64.b64encode(bytes.fromhex(md5_hex)).decode()
-            self._retry(lambda: self.target.client.put_object(Body=data, ContentMD5=checksum, **args))
+            self._retry(lambda: self._write_whole(obj, data, md5_hex))
             return obj, md5_hex
         finally:
             self.budget.release(listed.size)
@@ -309,8 +376,55 @@ class TransferEngine:
             if error_code(exc) not in ("NoSuchUpload", "404"):
                 log.warning("abort_failed", key=key, upload_id=upload_id, error=describe(exc))
 
+    def _source_part_size(self, obj: ObjectInfo) -> int | None:
+        """The source's own part size, when its upload can be replayed part for part.
+
+        Then each target part holds exactly the bytes of the source part with the same number,
+        and the target's part ETags must combine into the source's ETag: every byte is checked
+        end to end, before the upload is completed, without hashing anything here.
+        """
+        match = _MULTIPART_ETAG.match(obj.etag)
+        if self.settings.part_checksum != "auto" or not self._chain_usable or obj.encrypted_etag or not match:
+            return None
+        try:
+            head = self.source.client.head_object(Bucket=self.source.bucket, Key=obj.key, PartNumber=1)
+        except ClientError as exc:
+            if error_code(exc) in ("404", "NoSuchKey"):
+                raise SourceChangedError(f"{obj.key!r} vanished before the copy") from exc
+            return None  # the store cannot tell its part layout: copy with our own
+        # No version check here (stores differ in the ETag they return for a part): the ranged
+        # reads are pinned to obj.etag, and the chain is checked against it.
+        if head.get("PartsCount") not in (None, int(match.group(1))):
+            return None
+        part_size = int(head["ContentLength"])
+        uniform = math.ceil(obj.size / part_size) == int(match.group(1)) if part_size else False
+        fits = MIN_PART_SIZE <= part_size <= min(MAX_PART_SIZE, self.budget.capacity // 2)
+        return part_size if uniform and fits else None
+
     def _copy_multipart(self, obj: ObjectInfo, cancel: threading.Event) -> tuple[str, int]:
-        part_size = part_size_for(obj.size, self.settings.part_size)
+        source_part_size = self._source_part_size(obj)
+        if source_part_size:
+            try:
+                return self._upload_parts(obj, cancel, source_part_size, chained=True)
+            except _ChainBroken as exc:
+                log.warning("etag_chain_unusable", key=obj.key, reason=str(exc))
+        return self._upload_parts(
+            obj, cancel, part_size_for(obj.size, self.settings.part_size), chained=False
+        )
+
+    def _check_chain(self, obj: ObjectInfo, etags: list[str]) -> None:
+        cleaned = [clean_etag(e) for e in etags]
+        if not all(_PLAIN_MD5.match(e) for e in cleaned):
+            self._chain_usable = False  # this store's part ETags are not MD5s: never again
+            raise _ChainBroken("the target's part ETags are not MD5s")
+        digest = hashlib.md5(b"".join(bytes.fromhex(e) for e in cleaned)).hexdigest()  # noqa: S324
+        combined = f"{digest}-{len(cleaned)}"
+        if combined != obj.etag:
+            raise _ChainBroken(f"target parts combine to {combined}, the source ETag is {obj.etag}")
+
+    def _upload_parts(
+        self, obj: ObjectInfo, cancel: threading.Event, part_size: int, chained: bool
+    ) -> tuple[str, int]:
         count = math.ceil(obj.size / part_size)
         try:
             stale = self.abort_stale_uploads(obj.key)
@@ -336,7 +450,7 @@ class TransferEngine:
                 self.budget.acquire(length, cancel)
                 progress.track(index, length)
                 future = self._parts.submit(
-                    self._copy_part, obj, upload_id, index, start, length, progress, cancel, failed
+                    self._copy_part, obj, upload_id, index, start, length, progress, cancel, failed, chained
                 )
                 future.add_done_callback(
                     lambda f: failed.set() if not f.cancelled() and f.exception() else None
@@ -359,7 +473,9 @@ class TransferEngine:
             if known_md5 and known_md5 != md5_hex:
                 raise IntegrityError(f"MD5 of {obj.key!r} is {md5_hex}, the source says {known_md5}")
             parts = [{"PartNumber": i + 1, "ETag": progress.etags[i]} for i in range(count)]
-            completed = self._retry(
+            if chained:
+                self._check_chain(obj, [progress.etags[i] for i in range(count)])
+            self._retry(
                 lambda: self.target.client.complete_multipart_upload(
                     Bucket=self.target.bucket,
                     Key=obj.key,
@@ -371,7 +487,7 @@ class TransferEngine:
             progress.release_all()
             self._abort(obj.key, upload_id)
             raise
-        self._verify_written(obj, completed, progress)
+        self._verify_written(obj)
         if not known_md5:
             self._record_md5(obj, md5_hex)
         return md5_hex, count
@@ -386,6 +502,7 @@ class TransferEngine:
         progress: _MultipartProgress,
         cancel: threading.Event,
         failed: threading.Event,
+        chained: bool,
     ) -> None:
         try:
             if cancel.is_set() or failed.is_set():
@@ -395,8 +512,9 @@ class TransferEngine:
             if len(data) != length:
                 raise IntegrityError(f"part {index + 1} of {obj.key!r}: {len(data)} bytes, expected {length}")
             progress.fetched(index, data)
-            digest = hashlib.md5(data).digest()  # noqa: S324
-            checksum = base64.b64encode(digest).decode()
+            # Chained, the part ETags are checked against the source's ETag before completing;
+            # otherwise the target checks each part against its Content-MD5.
+            integrity: dict[str, Any] = {} if chained else {"ContentMD5": content_md5(data)}
             response = self._retry(
                 lambda: self.target.client.upload_part(
                     Bucket=self.target.bucket,
@@ -404,15 +522,15 @@ class TransferEngine:
                     UploadId=upload_id,
                     PartNumber=index + 1,
                     Body=data,
-                    ContentMD5=checksum,
+                    **integrity,
                 )
             )
-            progress.uploaded(index, response["ETag"], digest)
+            progress.uploaded(index, response["ETag"])
         except BaseException:
             progress.abandon(index)
             raise
 
-    def _verify_written(self, obj: ObjectInfo, completed: Any, progress: _MultipartProgress) -> None:
+    def _verify_written(self, obj: ObjectInfo) -> None:
         head = self.target.client.head_object(Bucket=self.target.bucket, Key=obj.key)
         if int(head["ContentLength"]) != obj.size:
             # Too late to abort: the object exists. Remove it so nothing wrong stays behind.
@@ -420,10 +538,6 @@ class TransferEngine:
             raise IntegrityError(
                 f"target holds {head['ContentLength']} bytes of {obj.key!r}, expected {obj.size}"
             )
-        etag = completed.get("ETag", "").strip('"')
-        if etag and "-" in etag and etag != progress.composite_etag():
-            # Stores compute multipart ETags differently; the per-part Content-MD5 already held.
-            log.debug("target_etag_differs", key=obj.key, target=etag, ours=progress.composite_etag())
 
     def _record_md5(self, obj: ObjectInfo, md5_hex: str) -> None:
         """Store the streamed MD5 on the target when it was not known before the upload began.

@@ -9,8 +9,7 @@ from replicator.errors import StartupError
 from replicator.logs import get_logger
 from replicator.preflight import check_queue
 from replicator.reconcile import Reconciler
-from replicator.runtime import EXIT_CONFIG, EXIT_STARTUP, start
-from replicator.settings import ConfigError
+from replicator.runtime import EXIT_STARTUP, start
 from worker.consumer import QueueConsumer
 
 log = get_logger("worker")
@@ -28,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    runtime = start()
+    runtime = start(needs_queue=True)
     if isinstance(runtime, int):
         return runtime
     settings, clients = runtime.settings, runtime.clients
@@ -36,9 +35,6 @@ def main(argv: list[str] | None = None) -> int:
         queue_url = settings.require_queue()
         sqs = clients.sqs(settings)
         check_queue(sqs, queue_url)
-    except ConfigError as exc:
-        log.error("startup_failed", error=str(exc))
-        return EXIT_CONFIG
     except StartupError as exc:
         log.error("startup_failed", error=str(exc))
         return EXIT_STARTUP

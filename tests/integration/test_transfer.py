@@ -210,6 +210,7 @@ def test_a_part_corrupted_on_read_is_detected(
 
 
 def test_a_part_corrupted_in_transit_is_rejected_by_content_md5(ends: tuple[Endpoint, Endpoint]) -> None:
+    # A single-part source: no ETag chain, so every part carries its Content-MD5.
     source, target = ends
     put_source(source, "transit", os.urandom(11 * MIB))
     engine = make_engine(ends, part_size_mib=5)
@@ -260,3 +261,88 @@ def test_cleanup_aborts_only_uploads_older_than_the_age(ends: tuple[Endpoint, En
     young = target.client.create_multipart_upload(Bucket=target.bucket, Key="b/young")["UploadId"]
     assert cleanup_uploads(target, older_than=datetime.now(UTC) - timedelta(hours=1)) == []
     assert [u["UploadId"] for u in uploads_left(target)] == [young]
+
+
+def _part_checksums(client: Any) -> list[bool]:
+    """For each UploadPart call from now on: did it carry a Content-MD5?"""
+    calls: list[bool] = []
+    client.meta.events.register(
+        "provide-client-params.s3.UploadPart", lambda params, **_: calls.append("ContentMD5" in params)
+    )
+    return calls
+
+
+def test_multipart_source_is_verified_end_to_end_through_its_etag(ends: tuple[Endpoint, Endpoint]) -> None:
+    source, target = ends
+    data = os.urandom(3 * 6 * MIB + 1000)
+    put_source(source, "chained.bin", data, multipart_part=6 * MIB)
+    checksums = _part_checksums(target.client)
+    engine = make_engine((source, target), part_size_mib=16)
+    try:
+        result = engine.copy(head(source, "chained.bin"))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert checksums == [False] * 4  # the source's 6 MiB layout, not our 16 MiB; the chain checks
+    assert result.parts == 4
+    got = target.client.get_object(Bucket=target.bucket, Key="chained.bin")
+    assert got["Body"].read() == data
+    assert got["ETag"].strip('"') == head(source, "chained.bin").etag  # type: ignore[union-attr]
+    assert got["Metadata"][META_MD5] == hashlib.md5(data).hexdigest()
+
+
+def test_a_broken_etag_chain_falls_back_to_content_md5_parts(
+    ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, target = ends
+    data = os.urandom(3 * 6 * MIB)
+    put_source(source, "flaky.bin", data, multipart_part=6 * MIB)
+    engine = make_engine((source, target))
+    real_get = engine._get
+    flipped: list[str] = []
+
+    def flip_once(obj: Any, byte_range: str | None = None) -> bytes:
+        chunk = real_get(obj, byte_range)
+        if byte_range and byte_range.startswith(f"bytes={6 * MIB}-") and not flipped:
+            flipped.append(byte_range)
+            return bytes([chunk[0] ^ 0xFF]) + chunk[1:]
+        return chunk
+
+    monkeypatch.setattr(engine, "_get", flip_once)
+    checksums = _part_checksums(target.client)
+    try:
+        engine.copy(head(source, "flaky.bin"))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert flipped  # the corruption happened, was caught by the chain, and the copy redone
+    assert checksums[:3] == [False] * 3
+    assert checksums[3:] and all(checksums[3:])
+    assert target.client.get_object(Bucket=target.bucket, Key="flaky.bin")["Body"].read() == data
+    assert uploads_left(target) == []
+
+
+def test_a_non_uniform_source_layout_is_copied_with_our_own_parts(ends: tuple[Endpoint, Endpoint]) -> None:
+    source, target = ends
+    sizes = [6 * MIB, 5 * MIB, 7 * MIB]  # first part 6 MiB, three parts: looks uniform, is not
+    data = os.urandom(sum(sizes))
+    upload = source.client.create_multipart_upload(Bucket=source.bucket, Key="odd.bin")["UploadId"]
+    parts, offset = [], 0
+    for number, size in enumerate(sizes, 1):
+        etag = source.client.upload_part(
+            Bucket=source.bucket,
+            Key="odd.bin",
+            UploadId=upload,
+            PartNumber=number,
+            Body=data[offset : offset + size],
+        )["ETag"]
+        parts.append({"PartNumber": number, "ETag": etag})
+        offset += size
+    source.client.complete_multipart_upload(
+        Bucket=source.bucket, Key="odd.bin", UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    engine = make_engine((source, target))
+    try:
+        engine.copy(head(source, "odd.bin"))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert target.client.get_object(Bucket=target.bucket, Key="odd.bin")["Body"].read() == data
+    assert uploads_left(target) == []

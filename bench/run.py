@@ -1,0 +1,394 @@
+"""`make bench`: this project vs rclone vs the old method, same work, same run, alternating.
+
+Two SeaweedFS servers on loopback stand for the source (S3) and the target (Lyve Cloud). Data is
+generated on the fly: one 1 GiB object, and 2,000 objects of 4-64 KiB. Each contender copies the
+whole source bucket into a fresh target bucket; runs alternate between contenders; the medians
+are reported with the ratios to rclone, in bench/results.md and bench/results.json.
+
+Contenders:
+- lyve-replicator: `python -m migrate` at default settings.
+- rclone: `rclone copy src:bucket dst:bucket`, two remotes, concurrency matched to ours.
+- old method: `aws s3 cp --recursive` to local disk, then up (what the earlier projects did).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from boto3.s3.transfer import TransferConfig
+
+from local_stack.seaweed import SeaweedS3
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MIB = 1024 * 1024
+SOURCE_BUCKET = "bench-source"
+
+# Concurrency matched across contenders: 16 objects in flight, 8 parts per object, 16 MiB parts
+# (our defaults), and the same for rclone and the AWS CLI where they have the knob.
+OBJECTS_IN_FLIGHT = 16
+PARTS_IN_FLIGHT = 8
+PART_MIB = 16
+
+
+@dataclass
+class Measurement:
+    scenario: str
+    contender: str
+    run: int
+    seconds: float
+    peak_rss_mib: float
+    objects: int
+    bytes: int
+    ok: bool
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / self.seconds / 1e6
+
+    @property
+    def objects_per_s(self) -> float:
+        return self.objects / self.seconds
+
+
+def _tree_rss(root_pid: int) -> int:
+    """Resident memory of a process and all its descendants, in bytes (from /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            ppid, pages = int(fields[1]), int(fields[21])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def measure(argv: list[str], env: dict[str, str]) -> tuple[float, int, int, str]:
+    """Run a command; wall seconds, peak RSS of its process tree, exit code, stderr tail."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _tree_rss(process.pid))
+            stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = process.communicate()
+    elapsed = time.monotonic() - started
+    stop.set()
+    sampler.join()
+    return elapsed, peak, process.returncode, stderr.decode(errors="replace")[-2000:]
+
+
+class Bench:
+    def __init__(self, source: SeaweedS3, target: SeaweedS3, workdir: Path) -> None:
+        self.source = source
+        self.target = target
+        self.workdir = workdir
+        self.src = source.client()
+        self.dst = target.client()
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def prepare(self, scenario: str, small_count: int, large_mib: int) -> tuple[int, int]:
+        self.src.create_bucket(Bucket=f"{SOURCE_BUCKET}-{scenario}")
+        bucket = f"{SOURCE_BUCKET}-{scenario}"
+        if scenario == "large":
+            data = os.urandom(large_mib * MIB)
+            self.src.upload_fileobj(
+                io.BytesIO(data),
+                bucket,
+                "large/1GiB.bin",
+                Config=TransferConfig(multipart_chunksize=16 * MIB),
+            )
+            return 1, len(data)
+        rng = random.Random(42)
+        sizes = [rng.randint(4 * 1024, 64 * 1024) for _ in range(small_count)]
+        blob = os.urandom(64 * 1024)
+
+        def put(i: int) -> None:
+            self.src.put_object(
+                Bucket=bucket, Key=f"small/{i % 50:02d}/obj-{i:05d}.bin", Body=blob[: sizes[i]]
+            )
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(put, range(small_count)))
+        return small_count, sum(sizes)
+
+    def fresh_target(self, name: str) -> str:
+        self.dst.create_bucket(Bucket=name)
+        return name
+
+    def drop_target(self, bucket: str) -> tuple[int, int]:
+        """Count what arrived, then empty and delete the bucket (keeps the disk small)."""
+        count, size, keys = 0, 0, []
+        for page in self.dst.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                count += 1
+                size += obj["Size"]
+                keys.append(obj["Key"])
+        for start in range(0, len(keys), 1000):
+            self.dst.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]}
+            )
+        self.dst.delete_bucket(Bucket=bucket)
+        return count, size
+
+    # -- contenders -----------------------------------------------------------------------------
+
+    def _base_env(self) -> dict[str, str]:
+        return {
+            k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_", "SOURCE_", "TARGET_"))
+        }
+
+    def ours(self, source_bucket: str, target_bucket: str) -> tuple[list[str], dict[str, str]]:
+        env = self._base_env() | {
+            "SOURCE_BUCKET": source_bucket,
+            "SOURCE_ENDPOINT_URL": self.source.endpoint_url,
+            "SOURCE_ACCESS_KEY_ID": self.source.access_key,
+            "SOURCE_SECRET_ACCESS_KEY": self.source.secret_key,
+            "SOURCE_ADDRESSING_STYLE": "path",
+            "SOURCE_REGION": "us-east-1",
+            "TARGET_BUCKET": target_bucket,
+            "TARGET_ENDPOINT_URL": self.target.endpoint_url,
+            "TARGET_ACCESS_KEY_ID": self.target.access_key,
+            "TARGET_SECRET_ACCESS_KEY": self.target.secret_key,
+            "ALLOW_HTTP_ENDPOINTS": "true",
+            "LOG_LEVEL": "WARNING",
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "migrate",
+            "--progress",
+            "none",
+            "--concurrency",
+            str(OBJECTS_IN_FLIGHT),
+        ]
+        return argv, env
+
+    def rclone(self, source_bucket: str, target_bucket: str) -> tuple[list[str], dict[str, str]]:
+        env = self._base_env()
+        for name, server in (("SRC", self.source), ("DST", self.target)):
+            env |= {
+                f"RCLONE_CONFIG_{name}_TYPE": "s3",
+                f"RCLONE_CONFIG_{name}_PROVIDER": "Other",
+                f"RCLONE_CONFIG_{name}_ACCESS_KEY_ID": server.access_key,
+                f"RCLONE_CONFIG_{name}_SECRET_ACCESS_KEY": server.secret_key,
+                f"RCLONE_CONFIG_{name}_ENDPOINT": server.endpoint_url,
+                f"RCLONE_CONFIG_{name}_REGION": "us-east-1",
+                f"RCLONE_CONFIG_{name}_FORCE_PATH_STYLE": "true",
+            }
+        argv = [
+            str(BIN / "rclone"),
+            "copy",
+            f"SRC:{source_bucket}",
+            f"DST:{target_bucket}",
+            "--config",
+            "/dev/null",
+            "--transfers",
+            str(OBJECTS_IN_FLIGHT),
+            "--checkers",
+            str(OBJECTS_IN_FLIGHT),
+            "--s3-upload-concurrency",
+            str(PARTS_IN_FLIGHT),
+            "--multi-thread-streams",
+            str(PARTS_IN_FLIGHT),
+            "--s3-chunk-size",
+            f"{PART_MIB}M",
+            "--multi-thread-chunk-size",
+            f"{PART_MIB}M",
+            "--s3-upload-cutoff",
+            "8M",
+        ]
+        return argv, env
+
+    def old_method(self, source_bucket: str, target_bucket: str) -> tuple[list[str], dict[str, str]]:
+        local = self.workdir / "old-method"
+        script = (
+            f'rm -rf "{local}" && mkdir -p "{local}" && '
+            f"AWS_ACCESS_KEY_ID={self.source.access_key} AWS_SECRET_ACCESS_KEY={self.source.secret_key} "
+            f'"{BIN / "aws"}" s3 cp --recursive --only-show-errors --endpoint-url {self.source.endpoint_url} '
+            f's3://{source_bucket} "{local}" && '
+            f"AWS_ACCESS_KEY_ID={self.target.access_key} AWS_SECRET_ACCESS_KEY={self.target.secret_key} "
+            f'"{BIN / "aws"}" s3 cp --recursive --only-show-errors --endpoint-url {self.target.endpoint_url} '
+            f'"{local}" s3://{target_bucket} && rm -rf "{local}"'
+        )
+        config = self.workdir / "aws-config"
+        config.write_text(
+            "[default]\nregion = us-east-1\n"
+            f"s3 =\n  max_concurrent_requests = {OBJECTS_IN_FLIGHT}\n  multipart_chunksize = {PART_MIB}MB\n"
+            "request_checksum_calculation = when_required\nresponse_checksum_validation = when_required\n"
+        )
+        env = self._base_env() | {"AWS_CONFIG_FILE": str(config), "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+        return ["bash", "-c", script], env
+
+
+CONTENDERS = ("lyve-replicator", "rclone", "old-method")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    measurements: list[Measurement] = []
+    try:
+        with SeaweedS3() as source, SeaweedS3() as target:
+            bench = Bench(source, target, workdir)
+            scenarios = {
+                "small": bench.prepare("small", args.small_count, 0),
+                "large": bench.prepare("large", 0, args.large_mib),
+            }
+            for scenario, (objects, total) in scenarios.items():
+                print(f"{scenario}: {objects} objects, {total / MIB:.1f} MiB in the source", flush=True)
+                for run_index in range(args.runs):
+                    order = list(CONTENDERS)
+                    order = order[run_index % len(order) :] + order[: run_index % len(order)]  # alternate
+                    for contender in order:
+                        target_bucket = bench.fresh_target(f"t-{scenario}-{contender}-{run_index}")
+                        build = {
+                            "lyve-replicator": bench.ours,
+                            "rclone": bench.rclone,
+                            "old-method": bench.old_method,
+                        }[contender]
+                        argv, env = build(f"{SOURCE_BUCKET}-{scenario}", target_bucket)
+                        seconds, peak, code, stderr = measure(argv, env)
+                        arrived, size = bench.drop_target(target_bucket)
+                        ok = code == 0 and arrived == objects and size == total
+                        if not ok:
+                            print(
+                                f"  {contender} FAILED (exit {code}, {arrived}/{objects}): {stderr}",
+                                flush=True,
+                            )
+                        m = Measurement(
+                            scenario, contender, run_index, seconds, peak / MIB, objects, total, ok
+                        )
+                        measurements.append(m)
+                        print(
+                            f"  run {run_index} {contender:16s} {seconds:7.2f}s {m.mb_per_s:8.1f} MB/s "
+                            f"{m.objects_per_s:8.1f} obj/s  peak RSS {m.peak_rss_mib:7.1f} MiB",
+                            flush=True,
+                        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return summarize(measurements, args)
+
+
+def summarize(measurements: list[Measurement], args: argparse.Namespace) -> dict[str, Any]:
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for scenario in ("large", "small"):
+        table[scenario] = {}
+        for contender in CONTENDERS:
+            runs = [m for m in measurements if m.scenario == scenario and m.contender == contender and m.ok]
+            if not runs:
+                continue
+            table[scenario][contender] = {
+                "seconds": statistics.median(m.seconds for m in runs),
+                "mb_per_s": statistics.median(m.mb_per_s for m in runs),
+                "objects_per_s": statistics.median(m.objects_per_s for m in runs),
+                "peak_rss_mib": statistics.median(m.peak_rss_mib for m in runs),
+                "runs": len(runs),
+            }
+        reference = table[scenario].get("rclone")
+        for row in table[scenario].values():
+            if reference:
+                row["ratio_to_rclone"] = row["mb_per_s"] / reference["mb_per_s"]
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "settings": {
+            "runs": args.runs,
+            "small_count": args.small_count,
+            "large_mib": args.large_mib,
+            "objects_in_flight": OBJECTS_IN_FLIGHT,
+            "parts_in_flight": PARTS_IN_FLIGHT,
+            "part_mib": PART_MIB,
+        },
+        "medians": table,
+        "measurements": [
+            asdict(m) | {"mb_per_s": m.mb_per_s, "objects_per_s": m.objects_per_s} for m in measurements
+        ],
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"{result['date']}, {result['machine']['cores']} cores, Python {result['machine']['python']}; "
+        f"medians of {result['settings']['runs']} alternating runs; two SeaweedFS servers on loopback "
+        "as source and target. Written by `make bench`.",
+        "",
+        "| scenario | contender | MB/s | objects/s | peak RSS (MiB) | x rclone |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    titles = {
+        "large": f"1 object of {result['settings']['large_mib']} MiB",
+        "small": f"{result['settings']['small_count']} objects of 4-64 KiB",
+    }
+    for scenario, rows in result["medians"].items():
+        for contender, row in rows.items():
+            ratio = row.get("ratio_to_rclone")
+            ratio_text = f"{ratio:.2f}" if ratio else "-"
+            lines.append(
+                f"| {titles[scenario]} | {contender} | {row['mb_per_s']:.1f} | {row['objects_per_s']:.1f} | "
+                f"{row['peak_rss_mib']:.0f} | {ratio_text} |"
+            )
+    lines += [
+        "",
+        "Peak RSS is the resident memory of the contender's whole process tree, sampled every 50 ms.",
+        "The old method's figure includes its local disk round trip (`aws s3 cp` down, then up).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "3")))
+    parser.add_argument("--small-count", type=int, default=2000)
+    parser.add_argument("--large-mib", type=int, default=1024)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench")
+    args = parser.parse_args()
+    result = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(result, indent=2))
+    (args.out / "results.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""GetObject and PutObject for small objects, without boto3's per-call machinery.
+
+For objects of a few KiB the copy is bound by per-request CPU, and boto3 spends about 1 ms of it
+per call (parameter validation, event hooks, serializers, parsers). This path keeps botocore's
+SigV4 signer, credentials and endpoint, and sends the request on a keep-alive http.client
+connection owned by the calling thread (a shared pool's locks convoy under the GIL). It covers
+the plain cases only; anything else (redirects, unusual keys, virtual-host endpoints it cannot
+derive) raises LeanUnsupported and the caller uses boto3.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import ssl
+import threading
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError
+from botocore.httpsession import get_cert_path
+
+# Response headers -> the names boto3 uses in a GetObject/HeadObject response.
+_RESPONSE_HEADERS = {
+    "content-type": "ContentType",
+    "content-encoding": "ContentEncoding",
+    "content-disposition": "ContentDisposition",
+    "content-language": "ContentLanguage",
+    "cache-control": "CacheControl",
+    "expires": "Expires",
+    "etag": "ETag",
+    "x-amz-version-id": "VersionId",
+    "x-amz-server-side-encryption": "ServerSideEncryption",
+    "x-amz-server-side-encryption-customer-algorithm": "SSECustomerAlgorithm",
+}
+# Request parameters -> HTTP headers, for the content headers we carry over.
+_REQUEST_HEADERS = {
+    "ContentType": "Content-Type",
+    "ContentEncoding": "Content-Encoding",
+    "ContentDisposition": "Content-Disposition",
+    "ContentLanguage": "Content-Language",
+    "CacheControl": "Cache-Control",
+    "Expires": "Expires",
+    "ContentMD5": "Content-MD5",
+}
+_DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_AWS_S3_HOST = re.compile(r"^s3[.-]([a-z0-9-]+\.)?amazonaws\.com$")
+
+
+class LeanUnsupported(Exception):
+    """This request is better left to boto3 (and, endpoint_wide, every later one too)."""
+
+    def __init__(self, reason: str, endpoint_wide: bool = True) -> None:
+        super().__init__(reason)
+        self.endpoint_wide = endpoint_wide
+
+
+@dataclass
+class _Response:
+    status: int
+    reason: str
+    headers: dict[str, str]  # lower-case names
+    data: bytes
+
+
+def _expires_text(value: Any) -> str:
+    if hasattr(value, "strftime"):
+        return str(value.strftime("%a, %d %b %Y %H:%M:%S GMT"))
+    return str(value)
+
+
+class LeanS3:
+    def __init__(
+        self, client: Any, bucket: str, max_connections: int, connect_timeout: float, read_timeout: float
+    ) -> None:
+        meta = client.meta
+        config_s3 = meta.config.s3 or {}
+        if config_s3.get("use_accelerate_endpoint") or config_s3.get("use_dualstack_endpoint"):
+            raise LeanUnsupported("accelerate/dualstack endpoints")
+        self._credentials = client._get_credentials()  # botocore's own resolved chain
+        if self._credentials is None:
+            raise LeanUnsupported("no credentials")
+        self._region = meta.region_name or "us-east-1"
+        self._client_config = meta.config
+        endpoint = urlsplit(meta.endpoint_url)
+        style = config_s3.get("addressing_style") or "auto"
+        if style == "path":
+            host, self._prefix = endpoint.netloc, f"{endpoint.path.rstrip('/')}/{bucket}"
+        elif _DNS_BUCKET.match(bucket) and _AWS_S3_HOST.match(endpoint.hostname or ""):
+            host, self._prefix = f"{bucket}.{endpoint.netloc}", ""
+        else:
+            raise LeanUnsupported(f"addressing style {style!r} on {endpoint.hostname}")
+        self._origin = f"{endpoint.scheme}://{host}"
+        self._https = endpoint.scheme == "https"
+        self._host = host
+        self._timeout = max(connect_timeout, read_timeout)
+        self._ssl = ssl.create_default_context(cafile=get_cert_path(True)) if self._https else None
+        self._local = threading.local()
+        _ = max_connections  # one connection per calling thread; the thread pools bound them
+
+    def _connection(self) -> http.client.HTTPConnection:
+        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            if self._https:
+                connection = http.client.HTTPSConnection(self._host, timeout=self._timeout, context=self._ssl)
+            else:
+                connection = http.client.HTTPConnection(self._host, timeout=self._timeout)
+            self._local.connection = connection
+        return connection
+
+    def _exchange(self, method: str, path: str, headers: dict[str, str], body: bytes | None) -> _Response:
+        for attempt in (1, 2):
+            connection = self._connection()
+            try:
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+                return _Response(
+                    response.status, response.reason, {k.lower(): v for k, v in response.getheaders()}, data
+                )
+            except (http.client.HTTPException, ConnectionError):
+                # A kept-alive connection the server had closed: reconnect once, then give up
+                # (the caller's retry policy takes over).
+                connection.close()
+                self._local.connection = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _path(self, key: str) -> str:
+        if any(s in (".", "..") for s in key.split("/")) or "//" in key:
+            # URL normalisers on the way may rewrite such paths: let boto3 handle them.
+            raise LeanUnsupported("key with dot or empty path segments", endpoint_wide=False)
+        return f"{self._prefix}/{quote(key, safe='/~')}"
+
+    def _send(
+        self, method: str, key: str, headers: dict[str, str], body: bytes | None, operation: str
+    ) -> _Response:
+        path = self._path(key)
+        request = AWSRequest(method=method, url=self._origin + path, data=body, headers=headers)
+        request.context["client_config"] = self._client_config  # payload signing as configured
+        S3SigV4Auth(self._credentials.get_frozen_credentials(), "s3", self._region).add_auth(request)
+        response = self._exchange(method, path, dict(request.headers.items()), body)
+        if response.status >= 300:
+            self._raise(response, operation)
+        return response
+
+    @staticmethod
+    def _raise(response: _Response, operation: str) -> None:
+        code, message = str(response.status), response.reason or ""
+        try:
+            root = ET.fromstring(response.data)  # noqa: S314 (the endpoint's own error document)
+            code = root.findtext("Code") or code
+            message = root.findtext("Message") or message
+        except ET.ParseError:
+            pass
+        if 300 <= response.status < 400 or code in ("AuthorizationHeaderMalformed", "PermanentRedirect"):
+            raise LeanUnsupported(f"{code}: the bucket wants another endpoint or region")
+        error: Any = {
+            "Error": {"Code": code, "Message": message},
+            "ResponseMetadata": {"HTTPStatusCode": response.status},
+        }
+        raise ClientError(error, operation)
+
+    def get_object(self, key: str) -> tuple[dict[str, Any], bytes]:
+        """(a GetObject-shaped response without Body, the body)."""
+        response = self._send("GET", key, {}, None, "GetObject")
+        headers = response.headers
+        result: dict[str, Any] = {
+            "ContentLength": int(headers.get("content-length", len(response.data))),
+            "Metadata": {
+                k[11:].lower(): v for k, v in headers.items() if k.lower().startswith("x-amz-meta-")
+            },
+        }
+        for name, field in _RESPONSE_HEADERS.items():
+            if name in headers:
+                result[field] = headers[name]
+        return result, response.data
+
+    def put_object(self, key: str, body: bytes, metadata: dict[str, str], **params: Any) -> None:
+        headers = {"Content-Length": str(len(body))}
+        for param, value in params.items():
+            if param not in _REQUEST_HEADERS:
+                raise LeanUnsupported(f"parameter {param}", endpoint_wide=False)
+            headers[_REQUEST_HEADERS[param]] = _expires_text(value) if param == "Expires" else str(value)
+        for name, value in metadata.items():
+            headers[f"x-amz-meta-{name}"] = value
+        self._send("PUT", key, headers, body, "PutObject")
