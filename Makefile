@@ -117,3 +117,7 @@ destroy:
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+
+## bench            this project vs rclone vs the old method (aws s3 cp via disk); writes bench/results.md|json
+bench: setup
+	$(PY) -m bench.run
