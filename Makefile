@@ -70,6 +70,14 @@ check-infra: setup
 demo: setup
 	$(PY) -m local_stack.demo
 
+## status           queue, DLQ, oldest message, worker tasks, latency (QUEUE_URL, ECS_CLUSTER, ECS_SERVICE; --json: STATUS_ARGS=--json)
+status: setup
+	$(PY) -m worker status $(STATUS_ARGS)
+
+## redrive          move dead-lettered messages back to the queue (REDRIVE_ARGS=--dry-run to count only)
+redrive: setup
+	$(PY) -m worker redrive $(REDRIVE_ARGS)
+
 ## migrate-local    python -m migrate here, against the endpoints in the environment (MIGRATE_ARGS="--check" ...)
 migrate-local: setup
 	$(PY) -m migrate $(MIGRATE_ARGS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import sys
 import time
 
@@ -85,7 +86,21 @@ def run(console: Console) -> int:
         console.print(
             f"[bold green]PASS[/]: source and target are identical, byte for byte ({len(src)} objects)"
         )
+        _show_status(env, console)
         return 0
+
+
+def _show_status(env: dict[str, str], console: Console) -> None:
+    """What `make status` shows, against the demo's queues."""
+    result = subprocess.run(
+        [sys.executable, "-m", "worker", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    console.print(result.stdout.rstrip() or result.stderr.rstrip())
 
 
 def main() -> int:

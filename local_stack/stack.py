@@ -125,7 +125,8 @@ class LocalStack:
         self._workers.clear()
 
     def __enter__(self) -> LocalStack:
-        return self.start()
+        # `with LocalStack().start(...) as stack:` must not start a second stack.
+        return self if hasattr(self, "lyve") else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -13,9 +13,6 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from migrate.filters import KeyFilter, parse_shard, parse_size, parse_when
 from migrate.plan import Action
 from migrate.progress import Progress
@@ -79,7 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_summary(console: Console, summary: Summary, options: Options) -> None:
+def _print_summary(summary: Summary, options: Options) -> None:
+    # rich is imported here, at the end, to keep it off the start-up path.
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    console = Console(stderr=True)
     title = "Check" if options.check else ("Plan (dry run)" if options.dry_run else "Migration")
     table = Table(title=f"{title} in {summary.seconds:.1f}s")
     table.add_column("action")
@@ -121,14 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     runtime = start(reverse=args.reverse)
     if isinstance(runtime, int):
         return runtime
-    console = Console(stderr=True)
-
     if args.cleanup_uploads:
         if args.older_than is None:
             parser.error("--cleanup-uploads needs --older-than AGE (e.g. 1d)")
         aborted = cleanup_uploads(runtime.clients.target, args.older_than, args.prefix, args.dry_run)
         verb = "would abort" if args.dry_run else "aborted"
-        console.print(f"{verb} {len(aborted)} incomplete upload(s) older than {args.older_than.isoformat()}")
+        print(
+            f"{verb} {len(aborted)} incomplete upload(s) older than {args.older_than.isoformat()}",
+            file=sys.stderr,
+        )
         return 0
 
     options = Options(
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, migration.stop)
         summary = migration.run()
     runtime.engine.close()
-    _print_summary(console, summary, options)
+    _print_summary(summary, options)
     if args.report:
         report = {
             "finished_at": datetime.now(UTC).isoformat(),

@@ -9,17 +9,6 @@ import threading
 import time
 from typing import Any
 
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.progress import Progress as RichProgress
-
 from migrate.plan import Action, Decision
 from replicator.logs import get_logger
 
@@ -39,7 +28,7 @@ class Progress:
         self._finished: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
         self._started = time.monotonic()
         self._stop = threading.Event()
-        self._bar: RichProgress | None = None
+        self._bar: Any = None
         self._objects_task: Any = None
         self._bytes_task: Any = None
         self._ticker: threading.Thread | None = None
@@ -50,6 +39,18 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.mode == "bar":
+            # rich costs ~50 ms of start-up: imported only when there is a terminal to draw on.
+            from rich.progress import (  # noqa: PLC0415
+                BarColumn,
+                DownloadColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+            from rich.progress import Progress as RichProgress  # noqa: PLC0415
+
             self._bar = RichProgress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),

@@ -58,6 +58,5 @@ def quiet_garbage_collector() -> None:
     after start-up and collecting less often removes that cost; reference counting still frees
     the part buffers at once.
     """
-    gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)

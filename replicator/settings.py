@@ -42,10 +42,30 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message names the variable."""
 
 
-class Settings(BaseSettings):
-    """Configuration of the worker and of migrate (the Lambda reads only QUEUE_URL)."""
+class OpsSettings(BaseSettings):
+    """What the operations commands (status, redrive) need: the queue side only."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    queue_url: str | None = None
+    # Default: the dead-letter queue named in the queue's redrive policy.
+    dlq_url: str | None = None
+    # For `status`: the ECS service running the workers (its task counts).
+    ecs_cluster: str | None = None
+    ecs_service: str | None = None
+    metrics_namespace: str = "LyveReplicator"
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    def require_queue(self) -> str:
+        if not self.queue_url:
+            raise ConfigError("configuration error: QUEUE_URL: required by the worker")
+        return self.queue_url
+
+
+class Settings(OpsSettings):
+    """Configuration of the worker and of migrate (the Lambda reads only QUEUE_URL)."""
 
     # Source: AWS S3 by default. Credentials come from boto3's standard chain unless given here,
     # which is how the same program migrates Lyve Cloud back to S3 with the sides swapped.
@@ -72,7 +92,6 @@ class Settings(BaseSettings):
     # boto3 >= 1.36 sends CRC checksums by default; many S3-compatible stores reject them.
     target_checksum_mode: ChecksumMode = "when_required"
 
-    queue_url: str | None = None
     allow_http_endpoints: bool = False
 
     # Transfer tuning.
@@ -103,9 +122,7 @@ class Settings(BaseSettings):
     # A failed message becomes visible again after base * 2^(receives - 1) seconds, capped.
     retry_backoff_base_seconds: float = Field(default=10, ge=0, le=3600)
     max_backoff_seconds: int = Field(default=300, ge=1, le=43200)
-
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    metrics_interval_seconds: float = Field(default=60, gt=0)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
@@ -151,11 +168,6 @@ class Settings(BaseSettings):
     @property
     def max_buffer_bytes(self) -> int:
         return self.max_buffer_mib * MIB
-
-    def require_queue(self) -> str:
-        if not self.queue_url:
-            raise ConfigError("configuration error: QUEUE_URL: required by the worker")
-        return self.queue_url
 
     def swapped(self) -> Settings:
         """The same settings with source and target exchanged (migrate --reverse)."""
@@ -204,5 +216,12 @@ def load_settings(**overrides: object) -> Settings:
     """Read the environment; raise ConfigError with a one-line explanation on any problem."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(f"configuration error: {_describe(exc)}") from None
+
+
+def load_ops_settings() -> OpsSettings:
+    try:
+        return OpsSettings()
     except ValidationError as exc:
         raise ConfigError(f"configuration error: {_describe(exc)}") from None

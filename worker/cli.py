@@ -1,32 +1,44 @@
-"""`python -m worker [--drain]`: run the queue consumer until SIGTERM (or until drained)."""
+"""`python -m worker [run] [--drain]`: run the queue consumer until SIGTERM (or until drained).
+`python -m worker status [--json]`: queue, DLQ, tasks and latency at a glance.
+`python -m worker redrive [--dry-run]`: move dead-lettered messages back to the queue.
+"""
 
 from __future__ import annotations
 
 import argparse
 import signal
+import sys
+
+import boto3
 
 from replicator.errors import StartupError
-from replicator.logs import get_logger
+from replicator.logs import configure_logging, get_logger
 from replicator.preflight import check_queue
 from replicator.reconcile import Reconciler
-from replicator.runtime import EXIT_STARTUP, start
+from replicator.runtime import EXIT_CONFIG, EXIT_STARTUP, start
+from replicator.settings import ConfigError, load_ops_settings
 from worker.consumer import QueueConsumer
+from worker.ops import dead_letter_queue_url, gather_status, print_status, redrive
 
 log = get_logger("worker")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m worker", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", nargs="?", choices=["run", "status", "redrive"], default="run")
     parser.add_argument(
         "--drain",
         action="store_true",
-        help="exit 0 once the queue has stayed empty for DRAIN_IDLE_SECONDS (tests, batch runs)",
+        help="run: exit 0 once the queue has stayed empty for DRAIN_IDLE_SECONDS (tests, batch runs)",
     )
+    parser.add_argument("--json", action="store_true", help="status: one JSON object instead of a table")
+    parser.add_argument("--dry-run", action="store_true", help="redrive: only count what would move")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def run(drain: bool) -> int:
     runtime = start(needs_queue=True)
     if isinstance(runtime, int):
         return runtime
@@ -42,6 +54,50 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, consumer.request_stop)
     signal.signal(signal.SIGINT, consumer.request_stop)
     try:
-        return consumer.run(drain=args.drain)
+        return consumer.run(drain=drain)
     finally:
         runtime.engine.close()
+
+
+def operate(command: str, as_json: bool, dry_run: bool) -> int:
+    try:
+        settings = load_ops_settings()
+        queue_url = settings.require_queue()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_level, settings.log_format)
+    session = boto3.session.Session()
+    sqs = session.client("sqs")
+    try:
+        check_queue(sqs, queue_url)
+        dlq_url = dead_letter_queue_url(sqs, queue_url, settings.dlq_url)
+    except StartupError as exc:
+        log.error("startup_failed", error=str(exc))
+        return EXIT_STARTUP
+    if command == "status":
+        status = gather_status(
+            sqs,
+            session.client("cloudwatch"),
+            session.client("ecs"),
+            queue_url,
+            dlq_url,
+            settings.ecs_cluster,
+            settings.ecs_service,
+            settings.metrics_namespace,
+        )
+        print_status(status, as_json)
+        return 0
+    result = redrive(sqs, dlq_url, queue_url, dry_run=dry_run)
+    if dry_run:
+        print(f"would move {result.would_move} message(s) from {dlq_url} to {queue_url}")
+        return 0
+    print(f"moved {result.moved} message(s) back to {queue_url}; {result.failed} could not be sent")
+    return 1 if result.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return run(args.drain)
+    return operate(args.command, args.json, args.dry_run)

@@ -76,7 +76,9 @@ class QueueConsumer:
         self.sqs = sqs
         self.queue_url = queue_url
         self.reconciler = reconciler
-        self.metrics = metrics or ReplicationMetrics()
+        self.metrics = metrics or ReplicationMetrics(
+            queue_url.rstrip("/").rsplit("/", 1)[-1], settings.metrics_namespace
+        )
         self.stop_receiving = threading.Event()
         self.cancel_work = threading.Event()
         self._finished = threading.Event()
@@ -104,6 +106,7 @@ class QueueConsumer:
         )
         receiver.start()
         heartbeat.start()
+        self.metrics.run_every(self.settings.metrics_interval_seconds, self._finished)
         while not self.stop_receiving.wait(timeout=0.5):
             pass
         stopping_at = time.monotonic()

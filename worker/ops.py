@@ -1,0 +1,265 @@
+"""Operations: `python -m worker status` and `python -m worker redrive`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from rich.console import Console
+from rich.table import Table
+
+from replicator.errors import StartupError, describe
+from replicator.logs import get_logger
+from replicator.metrics import DIMENSION
+
+log = get_logger("ops")
+
+
+def dead_letter_queue_url(sqs: Any, queue_url: str, configured: str | None) -> str:
+    """DLQ_URL if set, else the dead-letter queue named in the queue's redrive policy."""
+    if configured:
+        return configured
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])["Attributes"]
+    policy = attributes.get("RedrivePolicy")
+    if not policy:
+        raise StartupError(f"{queue_url} has no redrive policy; set DLQ_URL")
+    arn = json.loads(policy)["deadLetterTargetArn"]
+    _, _, _, _, account, name = arn.split(":", 5)
+    return str(sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
+
+
+def _queue_name(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+# -- status --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Status:
+    queue: str
+    visible: int
+    in_flight: int
+    delayed: int
+    dead_letter_queue: str
+    dead_letter_visible: int
+    dead_letter_in_flight: int
+    oldest_message_age_seconds: float | None
+    running_tasks: int | None
+    desired_tasks: int | None
+    latency_p50_seconds: float | None
+    latency_p99_seconds: float | None
+    checked_at: str
+
+
+def _counts(sqs: Any, url: str) -> tuple[int, int, int]:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return (
+        int(attributes.get("ApproximateNumberOfMessages", 0)),
+        int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+    )
+
+
+def _latest_statistic(
+    cloudwatch: Any,
+    namespace: str,
+    metric: str,
+    dimensions: list[dict[str, str]],
+    minutes: int,
+    **statistic: Any,
+) -> dict[str, Any] | None:
+    """The most recent datapoint of a metric, or None when there is none (or no CloudWatch)."""
+    now = datetime.now(UTC)
+    try:
+        points = cloudwatch.get_metric_statistics(
+            Namespace=namespace,
+            MetricName=metric,
+            Dimensions=dimensions,
+            StartTime=now - timedelta(minutes=minutes),
+            EndTime=now,
+            Period=60,
+            **statistic,
+        ).get("Datapoints", [])
+    except (ClientError, BotoCoreError) as exc:
+        log.debug("metric_unavailable", metric=metric, error=describe(exc))
+        return None
+    return max(points, key=lambda p: p["Timestamp"]) if points else None
+
+
+def gather_status(
+    sqs: Any,
+    cloudwatch: Any,
+    ecs: Any,
+    queue_url: str,
+    dlq_url: str,
+    cluster: str | None,
+    service: str | None,
+    namespace: str,
+) -> Status:
+    visible, in_flight, delayed = _counts(sqs, queue_url)
+    dlq_visible, dlq_in_flight, _ = _counts(sqs, dlq_url)
+    queue = _queue_name(queue_url)
+    oldest = _latest_statistic(
+        cloudwatch,
+        "AWS/SQS",
+        "ApproximateAgeOfOldestMessage",
+        [{"Name": "QueueName", "Value": queue}],
+        10,
+        Statistics=["Maximum"],
+    )
+    latency = _latest_statistic(
+        cloudwatch,
+        namespace,
+        "ReplicationLatency",
+        [{"Name": DIMENSION, "Value": queue}],
+        15,
+        ExtendedStatistics=["p50", "p99"],
+    )
+    running = desired = None
+    if cluster and service:
+        try:
+            found = ecs.describe_services(cluster=cluster, services=[service]).get("services", [])
+            if found:
+                running, desired = found[0]["runningCount"], found[0]["desiredCount"]
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("ecs_unavailable", error=describe(exc))
+    extended = (latency or {}).get("ExtendedStatistics", {})
+    return Status(
+        queue=queue,
+        visible=visible,
+        in_flight=in_flight,
+        delayed=delayed,
+        dead_letter_queue=_queue_name(dlq_url),
+        dead_letter_visible=dlq_visible,
+        dead_letter_in_flight=dlq_in_flight,
+        oldest_message_age_seconds=oldest["Maximum"] if oldest else None,
+        running_tasks=running,
+        desired_tasks=desired,
+        latency_p50_seconds=extended.get("p50"),
+        latency_p99_seconds=extended.get("p99"),
+        checked_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def print_status(status: Status, as_json: bool, console: Console | None = None) -> None:
+    if as_json:
+        print(json.dumps(asdict(status)))
+        return
+    console = console or Console()
+
+    def show(value: Any, unit: str = "") -> str:
+        return (
+            "n/a" if value is None else f"{value:g}{unit}" if isinstance(value, float) else f"{value}{unit}"
+        )
+
+    table = Table(title=f"Replication status at {status.checked_at}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    rows = [
+        (f"queue {status.queue}: waiting", show(status.visible)),
+        ("in flight (being copied)", show(status.in_flight)),
+        ("delayed", show(status.delayed)),
+        ("age of the oldest message", show(status.oldest_message_age_seconds, " s")),
+        (f"dead-letter queue {status.dead_letter_queue}", show(status.dead_letter_visible)),
+        ("worker tasks running / desired", f"{show(status.running_tasks)} / {show(status.desired_tasks)}"),
+        (
+            "replication latency p50 / p99",
+            f"{show(status.latency_p50_seconds, ' s')} / {show(status.latency_p99_seconds, ' s')}",
+        ),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    if status.dead_letter_visible:
+        console.print(
+            f"[yellow]{status.dead_letter_visible} message(s) in the dead-letter queue:[/] "
+            "see the worker logs (reconcile_failed), fix the cause, then `make redrive`."
+        )
+
+
+# -- redrive -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RedriveResult:
+    moved: int = 0
+    failed: int = 0
+    would_move: int = 0
+
+
+def redrive(sqs: Any, dlq_url: str, queue_url: str, dry_run: bool = False) -> RedriveResult:
+    """Move every message from the DLQ back to the queue, keeping its group (FIFO order).
+
+    Each message is sent first and deleted from the DLQ only after the send succeeded, so none is
+    dropped; a crash between the two leaves a duplicate, which the worker's reconcile absorbs.
+    """
+    result = RedriveResult()
+    if dry_run:
+        visible, in_flight, _ = _counts(sqs, dlq_url)
+        result.would_move = visible + in_flight
+        return result
+    sent_ids: set[str] = set()
+    while True:
+        received = sqs.receive_message(
+            QueueUrl=dlq_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            VisibilityTimeout=120,
+            MessageSystemAttributeNames=["MessageGroupId"],
+        ).get("Messages", [])
+        if not received:
+            return result
+        if any(m["MessageId"] in sent_ids for m in received):
+            # A message moved by this run failed again already: stop instead of cycling.
+            sqs.change_message_visibility_batch(
+                QueueUrl=dlq_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                    for i, m in enumerate(received)
+                ],
+            )
+            return result
+        entries = [
+            {
+                "Id": str(i),
+                "MessageBody": m["Body"],
+                "MessageGroupId": m.get("Attributes", {}).get("MessageGroupId", m["MessageId"]),
+                "MessageDeduplicationId": hashlib.sha256(f"redrive\0{m['MessageId']}".encode()).hexdigest(),
+            }
+            for i, m in enumerate(received)
+        ]
+        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        sent = {s["Id"]: s["MessageId"] for s in response.get("Successful", [])}
+        sent_ids.update(sent.values())
+        moved = [m for i, m in enumerate(received) if str(i) in sent]
+        kept = [m for i, m in enumerate(received) if str(i) not in sent]
+        if moved:
+            sqs.delete_message_batch(
+                QueueUrl=dlq_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(moved)],
+            )
+            result.moved += len(moved)
+        if kept:
+            result.failed += len(kept)
+            for failure in response.get("Failed", []):
+                log.error("redrive_send_failed", code=failure.get("Code"), message=failure.get("Message"))
+            sqs.change_message_visibility_batch(
+                QueueUrl=dlq_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                    for i, m in enumerate(kept)
+                ],
+            )
+            return result
