@@ -60,6 +60,10 @@ test-unit: setup
 test-integration: setup
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
+## test-faults      the fault-injection suite; writes tests/faults/results.md
+test-faults: setup
+	$(PY) -m pytest tests/faults $(PYTEST_ARGS)
+
 ## check-infra      static checks of terraform/ and the Dockerfile (checkov, hadolint); no terraform or docker needed
 check-infra: setup
 	$(CHECKOV_VENV)/bin/checkov -d $(TF_DIR) --compact --quiet --skip-download

@@ -43,6 +43,7 @@ class LambdaInvoker:
             messages = response.get("Messages", [])
             if not messages:
                 return handled
+            done = []
             for message in messages:
                 try:
                     handle_event(json.loads(message["Body"]), self.sqs, self.target_queue_url)
@@ -51,9 +52,9 @@ class LambdaInvoker:
                     continue
                 self.invocations += 1
                 handled += 1
-                self.sqs.delete_message(
-                    QueueUrl=self.notification_queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
+                done.append({"Id": str(len(done)), "ReceiptHandle": message["ReceiptHandle"]})
+            if done:
+                self.sqs.delete_message_batch(QueueUrl=self.notification_queue_url, Entries=done)
 
     def _run(self) -> None:
         while not self._stop.wait(timeout=0.2):
