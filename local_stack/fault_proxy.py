@@ -7,6 +7,7 @@ instead, or drops the connection without an answer. Used by the fault-injection 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import random
 import socket
@@ -17,10 +18,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-_ERROR_XML = (
-    '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
-)
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+_ERROR_XML = '<?xml version="1.0"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+}
 
 
 @dataclass
@@ -92,10 +99,8 @@ class FaultProxy:
                 self.plan.injected[fault] += 1
         if fault == "drop":
             request.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 request.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         if fault in ("slow_down", "internal_error"):
             status, code = (503, "SlowDown") if fault == "slow_down" else (500, "InternalError")
@@ -110,7 +115,9 @@ class FaultProxy:
         self._forward(request, body)
 
     def _forward(self, request: BaseHTTPRequestHandler, body: bytes) -> None:
-        upstream = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=120)
+        upstream = http.client.HTTPConnection(
+            self.upstream.hostname or "127.0.0.1", self.upstream.port, timeout=120
+        )
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         try:
             upstream.request(request.command, request.path, body=body or None, headers=headers)

@@ -43,7 +43,7 @@ class LambdaInvoker:
             messages = response.get("Messages", [])
             if not messages:
                 return handled
-            done = []
+            done: list[dict[str, str]] = []
             for message in messages:
                 try:
                     handle_event(json.loads(message["Body"]), self.sqs, self.target_queue_url)
