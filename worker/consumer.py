@@ -213,7 +213,7 @@ class QueueConsumer:
                 try:
                     message = ReplicationMessage.from_body(d.body)
                 except MessageError as exc:
-                    self.counts["invalid"] += 1
+                    self._count("invalid")
                     self.metrics.failure()
                     log.error(
                         "message_invalid",
@@ -224,7 +224,7 @@ class QueueConsumer:
                     self._back_off([d])
                     continue
                 if message.bucket != self.reconciler.engine.source.bucket:
-                    self.counts["invalid"] += 1
+                    self._count("invalid")
                     log.error(
                         "message_wrong_bucket",
                         message_id=d.message_id,
@@ -241,6 +241,10 @@ class QueueConsumer:
             self._back_off([d for d in deliveries if self._holds(d)])
         finally:
             self._release_slots(len(deliveries))
+
+    def _count(self, outcome: str) -> None:
+        with self._lock:
+            self.counts[outcome] += 1
 
     def _holds(self, delivery: Delivery) -> bool:
         with self._lock:
@@ -259,14 +263,14 @@ class QueueConsumer:
             self._hand_back(deliveries)
             return
         except Exception as exc:
-            self.counts["failed"] += 1
+            self._count("failed")
             self.metrics.failure()
             log.error("reconcile_failed", error=describe(exc), receive_count=first.receive_count)
             self._back_off(deliveries)
             return
         finally:
             structlog.contextvars.unbind_contextvars("message_id", "key")
-        self.counts[result.outcome.value] += 1
+        self._count(result.outcome.value)
         latency = self._latency([m for _, m in items])
         self.metrics.reconciled(result, latency)
         log.info(

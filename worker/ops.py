@@ -199,6 +199,17 @@ class RedriveResult:
     would_move: int = 0
 
 
+def _release(sqs: Any, url: str, messages: list[dict[str, Any]]) -> None:
+    """Make received messages visible again at once (they stay where they are)."""
+    sqs.change_message_visibility_batch(
+        QueueUrl=url,
+        Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for i, m in enumerate(messages)
+        ],
+    )
+
+
 def redrive(sqs: Any, dlq_url: str, queue_url: str, dry_run: bool = False) -> RedriveResult:
     """Move every message from the DLQ back to the queue, keeping its group (FIFO order).
 
@@ -223,13 +234,7 @@ def redrive(sqs: Any, dlq_url: str, queue_url: str, dry_run: bool = False) -> Re
             return result
         if any(m["MessageId"] in sent_ids for m in received):
             # A message moved by this run failed again already: stop instead of cycling.
-            sqs.change_message_visibility_batch(
-                QueueUrl=dlq_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-                    for i, m in enumerate(received)
-                ],
-            )
+            _release(sqs, dlq_url, received)
             return result
         entries = [
             {
@@ -255,11 +260,5 @@ def redrive(sqs: Any, dlq_url: str, queue_url: str, dry_run: bool = False) -> Re
             result.failed += len(kept)
             for failure in response.get("Failed", []):
                 log.error("redrive_send_failed", code=failure.get("Code"), message=failure.get("Message"))
-            sqs.change_message_visibility_batch(
-                QueueUrl=dlq_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-                    for i, m in enumerate(kept)
-                ],
-            )
+            _release(sqs, dlq_url, kept)
             return result
