@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,11 +189,12 @@ class Migration:
         self.cancel = threading.Event()
         self.progress = progress or Progress.quiet()
         self._threads = ThreadPoolExecutor(options.concurrency, thread_name_prefix="migrate")
-        self._slots = threading.BoundedSemaphore(options.concurrency * 4)
+        # Work handed to the pools and not known to be finished; only the merge thread touches it
+        # (a lock or semaphore shared with the copy threads convoys under the GIL).
+        self._active: list[Future[Any]] = []
+        self._max_active = options.concurrency * 4
         self._processes: ProcessPoolExecutor | None = None
         self._small_batch: list[Decision] = []
-        self._futures: set[Future[Any]] = set()
-        self._futures_lock = threading.Lock()
         self._retrying = object_retrying(engine.settings.max_attempts)
 
     # -- entry point --------------------------------------------------------------------------
@@ -292,29 +293,21 @@ class Migration:
             self._submit(self._copy, decision)
 
     def _submit(self, fn: Callable[[Decision], None], decision: Decision) -> None:
-        self._slots.acquire()
-        future = self._threads.submit(fn, decision)
-        self._track(future)
+        self._make_room()
+        self._active.append(self._threads.submit(fn, decision))
 
-    def _track(self, future: Future[Any]) -> None:
-        with self._futures_lock:
-            self._futures.add(future)
-
-        def finished(f: Future[Any]) -> None:
-            with self._futures_lock:
-                self._futures.discard(f)
-            self._slots.release()
-
-        future.add_done_callback(finished)
+    def _make_room(self) -> None:
+        """Bound the work queued ahead of the copy threads (memory stays flat for any bucket)."""
+        if len(self._active) < self._max_active:
+            return
+        self._active = [f for f in self._active if not f.done()]
+        while len(self._active) >= self._max_active:
+            wait(self._active, return_when=FIRST_COMPLETED)
+            self._active = [f for f in self._active if not f.done()]
 
     def _wait_all(self) -> None:
-        while True:
-            with self._futures_lock:
-                pending = list(self._futures)
-            if not pending:
-                return
-            for future in pending:
-                future.exception()
+        wait(self._active)
+        self._active = []
 
     def _copy(self, decision: Decision) -> None:
         assert decision.source is not None
@@ -376,7 +369,7 @@ class Migration:
                 self.options.processes, initializer=_child_init, initargs=(self.options.reverse,)
             )
         by_key = {d.key: d for d in batch}
-        self._slots.acquire()
+        self._make_room()
         future = self._processes.submit(
             _child_copy, [(d.key, d.size, d.source.etag if d.source else "") for d in batch]
         )
@@ -397,7 +390,7 @@ class Migration:
                     self.progress.done(decision, size)
 
         future.add_done_callback(collect)
-        self._track(future)
+        self._active.append(future)
 
     # -- deletes ------------------------------------------------------------------------------
 
