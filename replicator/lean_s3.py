@@ -74,9 +74,7 @@ def _expires_text(value: Any) -> str:
 
 
 class LeanS3:
-    def __init__(
-        self, client: Any, bucket: str, max_connections: int, connect_timeout: float, read_timeout: float
-    ) -> None:
+    def __init__(self, client: Any, bucket: str, connect_timeout: float, read_timeout: float) -> None:
         meta = client.meta
         config_s3 = meta.config.s3 or {}
         if config_s3.get("use_accelerate_endpoint") or config_s3.get("use_dualstack_endpoint"):
@@ -100,7 +98,6 @@ class LeanS3:
         self._timeout = max(connect_timeout, read_timeout)
         self._ssl = ssl.create_default_context(cafile=get_cert_path(True)) if self._https else None
         self._local = threading.local()
-        _ = max_connections  # one connection per calling thread; the thread pools bound them
 
     def _connection(self) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)

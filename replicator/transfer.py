@@ -294,7 +294,6 @@ class TransferEngine:
             return LeanS3(
                 end.client,
                 end.bucket,
-                self.settings.max_pool_connections,
                 self.settings.connect_timeout_seconds,
                 self.settings.read_timeout_seconds,
             )
