@@ -151,7 +151,7 @@ def _prefetch(items: Iterable[ObjectInfo], depth: int = 10_000) -> Iterator[Obje
 _child: dict[str, Any] = {}
 
 
-def _child_init(reverse: bool) -> None:
+def _child_init(reverse: bool, threads: int) -> None:
     settings = load_settings()
     if reverse:
         settings = settings.swapped()
@@ -159,7 +159,7 @@ def _child_init(reverse: bool) -> None:
     clients = build_clients(settings)
     quiet_garbage_collector()
     _child["engine"] = TransferEngine(clients.source, clients.target, settings)
-    _child["threads"] = ThreadPoolExecutor(max(1, settings.worker_concurrency))
+    _child["threads"] = ThreadPoolExecutor(threads)
     _child["retrying"] = object_retrying(settings.max_attempts)
 
 
@@ -366,7 +366,13 @@ class Migration:
         batch, self._small_batch = self._small_batch, []
         if self._processes is None:
             self._processes = ProcessPoolExecutor(
-                self.options.processes, initializer=_child_init, initargs=(self.options.reverse,)
+                self.options.processes,
+                initializer=_child_init,
+                # --concurrency is objects in flight in all: shared among the processes.
+                initargs=(
+                    self.options.reverse,
+                    max(1, -(-self.options.concurrency // self.options.processes)),
+                ),
             )
         by_key = {d.key: d for d in batch}
         self._make_room()
