@@ -72,16 +72,24 @@ TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
 )
 
 
+NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
 def error_code(exc: BaseException) -> str | None:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "")) or None
     return None
 
 
+def is_not_found(exc: BaseException) -> bool:
+    """The object (or its version) is not there: HEAD answers a bare 404, GET NoSuchKey."""
+    return error_code(exc) in NOT_FOUND_CODES
+
+
 def is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, IntegrityError | CancelledError):
-        return isinstance(exc, IntegrityError)  # a corrupted transfer is worth one more try
-    if isinstance(exc, TRANSIENT_EXCEPTIONS):
+    if isinstance(exc, CancelledError):
+        return False
+    if isinstance(exc, (*TRANSIENT_EXCEPTIONS, IntegrityError)):  # corrupted transfer: try again
         return True
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from replicator.clients import Endpoint
-from replicator.errors import error_code, object_retrying
+from replicator.errors import is_not_found, object_retrying
 from replicator.objects import ObjectInfo, target_matches
 from replicator.transfer import CopyResult, TransferEngine
 
@@ -37,7 +37,7 @@ def head(endpoint: Endpoint, key: str) -> ObjectInfo | None:
     try:
         response = endpoint.client.head_object(Bucket=endpoint.bucket, Key=key)
     except ClientError as exc:
-        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+        if is_not_found(exc):
             return None
         raise
     return ObjectInfo.from_head(key, response)

@@ -31,6 +31,7 @@ from replicator.errors import (
     SourceChangedError,
     describe,
     error_code,
+    is_not_found,
     is_retryable,
 )
 from replicator.lean_s3 import LeanS3, LeanUnsupported
@@ -243,14 +244,14 @@ class TransferEngine:
     def _retry(self, fn: Callable[[], T]) -> T:
         return self._retrying(fn)
 
-    def _put_args(self, obj: ObjectInfo, md5: str | None) -> dict[str, Any]:
+    def _put_args(self, obj: ObjectInfo, md5: str | None, with_tags: bool = True) -> dict[str, Any]:
         metadata = obj.user_metadata()
         metadata[META_SOURCE_ETAG] = obj.etag
         if md5:
             metadata[META_MD5] = md5
         args: dict[str, Any] = {"Bucket": self.target.bucket, "Key": obj.key, "Metadata": metadata}
         args.update(obj.headers)
-        if self.settings.copy_tags:
+        if with_tags and self.settings.copy_tags:
             tagging = self._source_tagging(obj)
             if tagging:
                 args["Tagging"] = tagging
@@ -274,7 +275,7 @@ class TransferEngine:
             response = self.source.client.get_object(**args)
             return response["Body"].read()
         except ClientError as exc:
-            if error_code(exc) in ("NoSuchKey", "404", "PreconditionFailed", "412"):
+            if is_not_found(exc) or error_code(exc) in ("PreconditionFailed", "412"):
                 raise SourceChangedError(f"{obj.key!r} changed or vanished during the copy") from exc
             raise
 
@@ -282,7 +283,7 @@ class TransferEngine:
         try:
             head = self.source.client.head_object(Bucket=self.source.bucket, Key=key)
         except ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if is_not_found(exc):
                 raise SourceChangedError(f"{key!r} vanished before the copy") from exc
             raise
         return ObjectInfo.from_head(key, head)
@@ -324,7 +325,7 @@ class TransferEngine:
                 raise _GrewError(key)
             data = got["Body"].read()
         except ClientError as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
+            if is_not_found(exc):
                 raise SourceChangedError(f"{key!r} vanished before the copy") from exc
             raise
         return ObjectInfo.from_head(key, got), data
@@ -388,7 +389,7 @@ class TransferEngine:
         try:
             head = self.source.client.head_object(Bucket=self.source.bucket, Key=obj.key, PartNumber=1)
         except ClientError as exc:
-            if error_code(exc) in ("404", "NoSuchKey"):
+            if is_not_found(exc):
                 raise SourceChangedError(f"{obj.key!r} vanished before the copy") from exc
             return None  # the store cannot tell its part layout: copy with our own
         # No version check here (stores differ in the ETag they return for a part): the ranged
@@ -433,9 +434,8 @@ class TransferEngine:
             # Some stores restrict ListMultipartUploads; the copy itself can still go ahead.
             log.warning("stale_upload_check_failed", key=obj.key, error=describe(exc))
         known_md5 = obj.known_md5
-        created = self._retry(
-            lambda: self.target.client.create_multipart_upload(**self._put_args(obj, known_md5))
-        )
+        create_args = self._put_args(obj, known_md5)
+        created = self._retry(lambda: self.target.client.create_multipart_upload(**create_args))
         upload_id = created["UploadId"]
         progress = _MultipartProgress(self.budget)
         failed = threading.Event()
@@ -547,8 +547,7 @@ class TransferEngine:
         if obj.size > SELF_COPY_LIMIT:
             log.info("md5_not_recorded", key=obj.key, reason="above the CopyObject limit", md5=md5_hex)
             return
-        args = self._put_args(obj, md5_hex)
-        args.pop("Tagging", None)
+        args = self._put_args(obj, md5_hex, with_tags=False)  # CopyObject keeps the tags
         self._retry(
             lambda: self.target.client.copy_object(
                 CopySource={"Bucket": self.target.bucket, "Key": obj.key},
