@@ -152,10 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         processes=args.processes,
         stream_target_listing=args.stream_target_listing,
-        reverse=args.reverse,
     )
     with Progress(args.progress) as progress:
-        migration = Migration(runtime.engine, options, progress)
+        migration = Migration(runtime.engine, options, progress, clients=runtime.clients)
         signal.signal(signal.SIGTERM, migration.stop)
         signal.signal(signal.SIGINT, migration.stop)
         summary = migration.run()

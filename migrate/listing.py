@@ -12,6 +12,7 @@ import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from replicator.clients import Endpoint
 from replicator.objects import ObjectInfo
@@ -23,13 +24,22 @@ class ListingOrderError(Exception):
         self.side = side
 
 
+FIRST_PAGE_KEYS = 100  # a short first page: the first copies start while the rest is listed
+PAGE_KEYS = 1000
+
+
 def list_bucket(endpoint: Endpoint, prefix: str = "") -> Iterator[ObjectInfo]:
-    paginator = endpoint.client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(
-        Bucket=endpoint.bucket, Prefix=prefix, PaginationConfig={"PageSize": 1000}
-    ):
+    args: dict[str, Any] = {"Bucket": endpoint.bucket, "Prefix": prefix, "MaxKeys": FIRST_PAGE_KEYS}
+    while True:
+        page = endpoint.client.list_objects_v2(**args)
         for entry in page.get("Contents", []):
             yield ObjectInfo.from_listing(entry)
+        if not page.get("IsTruncated"):
+            return
+        token = page.get("NextContinuationToken")
+        if not token:
+            raise RuntimeError(f"the {endpoint.name} listing is truncated but gives no continuation token")
+        args.update(ContinuationToken=token, MaxKeys=PAGE_KEYS)
 
 
 def sort_key(key: str) -> bytes:

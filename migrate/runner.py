@@ -7,6 +7,7 @@ collected during the merge and carried out only after it completed, guarded by -
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import queue
 import tempfile
@@ -25,13 +26,13 @@ from migrate.filters import KeyFilter
 from migrate.listing import ListingOrderError, in_byte_order, list_bucket, sorted_on_disk
 from migrate.plan import Action, Decision, merge
 from migrate.progress import Progress
-from replicator.clients import Endpoint, build_clients
+from replicator.clients import Clients, Endpoint, build_clients
 from replicator.errors import CancelledError, describe, error_code, object_retrying
 from replicator.logs import configure_logging, get_logger
 from replicator.objects import ObjectInfo, target_matches
 from replicator.reconcile import head
 from replicator.runtime import quiet_garbage_collector
-from replicator.settings import load_settings
+from replicator.settings import Settings
 from replicator.transfer import TransferEngine
 
 log = get_logger("migrate")
@@ -49,7 +50,6 @@ class Options:
     concurrency: int = 32
     processes: int = 1
     stream_target_listing: bool = False
-    reverse: bool = False
 
 
 @dataclass
@@ -124,7 +124,7 @@ class Summary:
 
 
 def _prefetch(items: Iterable[ObjectInfo], depth: int = 10_000) -> Iterator[ObjectInfo]:
-    """Run a listing in its own thread, so both sides are listed concurrently."""
+    """Run a listing in its own thread, started now, so both sides are listed concurrently."""
     buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
     done = object()
 
@@ -137,13 +137,17 @@ def _prefetch(items: Iterable[ObjectInfo], depth: int = 10_000) -> Iterator[Obje
         buffer.put(done)
 
     threading.Thread(target=produce, name="listing", daemon=True).start()
-    while True:
-        item = buffer.get()
-        if item is done:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+
+    def consume() -> Iterator[ObjectInfo]:
+        while True:
+            item = buffer.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    return consume()
 
 
 # -- child processes for small objects -----------------------------------------------------------
@@ -151,12 +155,9 @@ def _prefetch(items: Iterable[ObjectInfo], depth: int = 10_000) -> Iterator[Obje
 _child: dict[str, Any] = {}
 
 
-def _child_init(reverse: bool, threads: int) -> None:
-    settings = load_settings()
-    if reverse:
-        settings = settings.swapped()
+def _child_init(settings: Settings, parent: Clients | None, threads: int) -> None:
     configure_logging(settings.log_level, settings.log_format)
-    clients = build_clients(settings)
+    clients = parent.renewed(settings) if parent is not None else build_clients(settings)
     quiet_garbage_collector()
     _child["engine"] = TransferEngine(clients.source, clients.target, settings)
     _child["threads"] = ThreadPoolExecutor(threads)
@@ -180,8 +181,15 @@ def _child_copy(batch: list[tuple[str, int, str]]) -> list[tuple[str, int, str |
 
 
 class Migration:
-    def __init__(self, engine: TransferEngine, options: Options, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        engine: TransferEngine,
+        options: Options,
+        progress: Progress | None = None,
+        clients: Clients | None = None,
+    ) -> None:
         self.engine = engine
+        self.clients = clients  # handed to child processes, which renew them
         self.source: Endpoint = engine.source
         self.target: Endpoint = engine.target
         self.options = options
@@ -365,15 +373,7 @@ class Migration:
             return
         batch, self._small_batch = self._small_batch, []
         if self._processes is None:
-            self._processes = ProcessPoolExecutor(
-                self.options.processes,
-                initializer=_child_init,
-                # --concurrency is objects in flight in all: shared among the processes.
-                initargs=(
-                    self.options.reverse,
-                    max(1, -(-self.options.concurrency // self.options.processes)),
-                ),
-            )
+            self._processes = self._start_processes()
         by_key = {d.key: d for d in batch}
         self._make_room()
         future = self._processes.submit(
@@ -397,6 +397,23 @@ class Migration:
 
         future.add_done_callback(collect)
         self._active.append(future)
+
+    def _start_processes(self) -> ProcessPoolExecutor:
+        # Forked children start from this process's state: the settings, and the session with
+        # its service models loaded, so a child is copying within milliseconds. Elsewhere they
+        # are spawned and build their clients from the settings.
+        forked = "fork" in multiprocessing.get_all_start_methods()
+        return ProcessPoolExecutor(
+            self.options.processes,
+            mp_context=multiprocessing.get_context("fork" if forked else "spawn"),
+            initializer=_child_init,
+            initargs=(
+                self.engine.settings,
+                self.clients if forked else None,
+                # --concurrency is objects in flight in all: shared among the processes.
+                max(1, -(-self.options.concurrency // self.options.processes)),
+            ),
+        )
 
     # -- deletes ------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_SQS point the same code at a local stack.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -49,6 +49,14 @@ class Clients:
     source: Endpoint
     target: Endpoint
     session: boto3.session.Session
+    # Keys as resolved at start (from settings or Secrets Manager), for renewed().
+    credentials: dict[str, Credentials | None] = field(default_factory=dict, repr=False)
+
+    def renewed(self, settings: Settings) -> Clients:
+        """New clients with their own connection pools, for a forked child process (which must
+        not share the parent's sockets). The session's loaded service models and the keys
+        already read are reused: milliseconds instead of a cold start and a secret lookup."""
+        return build_clients(settings, self.session, self.credentials)
 
     def sqs(self, settings: Settings) -> SQSClient:
         return self.session.client("sqs", config=_aws_config(settings))
@@ -120,8 +128,9 @@ def _credentials(settings: Settings, session: boto3.session.Session, side: str) 
     return None
 
 
-def s3_client(settings: Settings, session: boto3.session.Session, side: str) -> Endpoint:
-    creds = _credentials(settings, session, side)
+def s3_client(
+    settings: Settings, session: boto3.session.Session, side: str, creds: Credentials | None
+) -> Endpoint:
     endpoint_url = getattr(settings, f"{side}_endpoint_url")
     kwargs: dict[str, Any] = {"config": _s3_config(settings, side)}
     if endpoint_url:
@@ -145,10 +154,17 @@ def s3_client(settings: Settings, session: boto3.session.Session, side: str) -> 
     )
 
 
-def build_clients(settings: Settings) -> Clients:
-    session = boto3.session.Session()
+def build_clients(
+    settings: Settings,
+    session: boto3.session.Session | None = None,
+    credentials: dict[str, Credentials | None] | None = None,
+) -> Clients:
+    session = session or boto3.session.Session()
+    if credentials is None:
+        credentials = {side: _credentials(settings, session, side) for side in ("source", "target")}
     return Clients(
-        source=s3_client(settings, session, "source"),
-        target=s3_client(settings, session, "target"),
+        source=s3_client(settings, session, "source", credentials["source"]),
+        target=s3_client(settings, session, "target", credentials["target"]),
         session=session,
+        credentials=credentials,
     )

@@ -60,3 +60,4 @@ def quiet_garbage_collector() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    gc.enable()  # the entry points turn it off while importing

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from botocore.exceptions import ClientError
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from replicator.clients import Endpoint
 from replicator.errors import (
@@ -32,7 +31,7 @@ from replicator.errors import (
     describe,
     error_code,
     is_not_found,
-    is_retryable,
+    request_retrying,
 )
 from replicator.lean_s3 import LeanS3, LeanUnsupported
 from replicator.logs import get_logger
@@ -211,12 +210,7 @@ class TransferEngine:
         self._lean_source = self._lean(source)
         self._lean_target = self._lean(target)
         self._parts = ThreadPoolExecutor(max_workers=settings.part_concurrency, thread_name_prefix="part")
-        self._retrying = Retrying(
-            retry=retry_if_exception(is_retryable),
-            stop=stop_after_attempt(settings.max_attempts),
-            wait=wait_exponential_jitter(initial=0.2, max=5),
-            reraise=True,
-        )
+        self._retrying = request_retrying(settings.max_attempts)
 
     def close(self) -> None:
         self._parts.shutdown(wait=True, cancel_futures=True)

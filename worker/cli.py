@@ -15,7 +15,7 @@ from replicator.errors import StartupError
 from replicator.logs import configure_logging, get_logger
 from replicator.preflight import check_queue
 from replicator.reconcile import Reconciler
-from replicator.runtime import EXIT_CONFIG, EXIT_STARTUP, start
+from replicator.runtime import EXIT_CONFIG, EXIT_STARTUP, quiet_garbage_collector, start
 from replicator.settings import ConfigError, load_ops_settings
 from worker.consumer import QueueConsumer
 from worker.ops import dead_letter_queue_url, gather_status, print_status, redrive
@@ -69,6 +69,7 @@ def operate(command: str, as_json: bool, dry_run: bool) -> int:
     configure_logging(settings.log_level, settings.log_format)
     session = boto3.session.Session()
     sqs = session.client("sqs")
+    quiet_garbage_collector()
     try:
         check_queue(sqs, queue_url)
         dlq_url = dead_letter_queue_url(sqs, queue_url, settings.dlq_url)
