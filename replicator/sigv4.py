@@ -12,30 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
-UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
-# Headers botocore leaves out of the signature (botocore.auth.SIGNED_HEADERS_BLACKLIST).
-_UNSIGNED_HEADERS = frozenset(
-    {
-        "baggage",
-        "connection",
-        "expect",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "traceparent",
-        "tracestate",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "user-agent",
-        "x-amzn-trace-id",
-    }
-)
+from botocore.auth import SIGNED_HEADERS_BLACKLIST, UNSIGNED_PAYLOAD
+
+# botocore's own list of headers it leaves out of the signature.
+_UNSIGNED_HEADERS = frozenset(SIGNED_HEADERS_BLACKLIST)
 
 
 def _hmac(key: bytes, message: str) -> bytes:
@@ -50,17 +33,16 @@ class SigV4Signer:
         self._region = region
         self._service = service
         self._keys: dict[tuple[str, str], bytes] = {}
-        self._lock = threading.Lock()
 
     def _signing_key(self, secret: str, day: str) -> bytes:
         cached = self._keys.get((secret, day))
         if cached is None:
-            key = _hmac(f"AWS4{secret}".encode(), day)
+            cached = _hmac(f"AWS4{secret}".encode(), day)
             for part in (self._region, self._service, "aws4_request"):
-                key = _hmac(key, part)
-            with self._lock:
-                self._keys = {(secret, day): key}  # one day, one secret: the old entry goes
-            cached = key
+                cached = _hmac(cached, part)
+            # One day, one secret: replacing the whole dict drops the old entry, and a plain
+            # assignment is atomic, so threads need no lock (at worst two compute the same key).
+            self._keys = {(secret, day): cached}
         return cached
 
     def sign(
