@@ -1,7 +1,9 @@
-"""GetObject and PutObject for small objects, without boto3's per-call machinery.
+"""GetObject, PutObject, ranged GETs and UploadPart without boto3's per-call machinery.
 
 For objects of a few KiB the copy is bound by per-request CPU, and boto3 spends about 1 ms of it
-per call (parameter validation, event hooks, serializers, parsers). This path keeps botocore's
+per call (parameter validation, event hooks, serializers, parsers). For multipart parts it
+reads the body in chunks and joins them, and costs about 8 ms of CPU per 16 MiB part each way
+against 4 here, where a part is read straight into one buffer and sent from it. This path keeps botocore's
 credentials and endpoint, signs with `sigv4.SigV4Signer` (botocore's canonical form, checked
 against it in the tests, at a seventh of the cost), and sends the request on a keep-alive
 http.client connection owned by the calling thread (a shared pool's locks convoy under the GIL),
@@ -25,7 +27,7 @@ from urllib.parse import quote, urlsplit
 from botocore.exceptions import ClientError
 from botocore.httpsession import get_cert_path
 
-from replicator.sigv4 import SigV4Signer
+from replicator.sigv4 import SigV4Signer, query_string
 
 # Response headers -> the names boto3 uses in a GetObject/HeadObject response.
 _RESPONSE_HEADERS = {
@@ -140,24 +142,43 @@ class LeanS3:
             self._local.connection = connection
         return connection
 
-    def _exchange(self, method: str, path: str, headers: dict[str, str], body: bytes | None) -> _Response:
+    def _drop_connection(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    def _open(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | memoryview | None
+    ) -> http.client.HTTPResponse:
+        """Send a request and read the status and headers; the caller reads the body."""
         for attempt in (1, 2):
             connection = self._connection()
             try:
-                connection.request(method, path, body=body, headers=headers)
-                response = connection.getresponse()
-                data = response.read()
-                return _Response(
-                    response.status, response.reason, {k.lower(): v for k, v in response.getheaders()}, data
-                )
+                connection.request(method, target, body=body, headers=headers)
+                return connection.getresponse()
             except (http.client.HTTPException, ConnectionError):
                 # A kept-alive connection the server had closed: reconnect once, then give up
                 # (the caller's retry policy takes over).
-                connection.close()
-                self._local.connection = None
+                self._drop_connection()
                 if attempt == 2:
                     raise
+            except BaseException:
+                self._drop_connection()  # a timeout leaves the connection mid-exchange
+                raise
         raise AssertionError("unreachable")
+
+    def _exchange(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | memoryview | None
+    ) -> _Response:
+        response = self._open(method, target, headers, body)
+        try:
+            data = response.read()
+        except BaseException:
+            self._drop_connection()
+            raise
+        headers = {name.lower(): value for name, value in response.getheaders()}
+        return _Response(response.status, response.reason, headers, data)
 
     def _path(self, key: str) -> str:
         if any(s in (".", "..") for s in key.split("/")) or "//" in key:
@@ -165,11 +186,26 @@ class LeanS3:
             raise LeanUnsupported("key with dot or empty path segments", endpoint_wide=False)
         return f"{self._prefix}/{quote(key, safe='/~')}"
 
-    def _send(
-        self, method: str, key: str, headers: dict[str, str], body: bytes | None, operation: str
-    ) -> _Response:
+    def _signed(
+        self, method: str, key: str, headers: dict[str, str], params: dict[str, str] | None
+    ) -> tuple[str, dict[str, str]]:
+        """(request target, signed headers)."""
         path = self._path(key)
-        response = self._exchange(method, path, self._signer.sign(method, path, self._host, headers), body)
+        query = query_string(params) if params else ""
+        signed = self._signer.sign(method, path, self._host, headers, query)
+        return (f"{path}?{query}" if query else path), signed
+
+    def _send(
+        self,
+        method: str,
+        key: str,
+        headers: dict[str, str],
+        body: bytes | memoryview | None,
+        operation: str,
+        params: dict[str, str] | None = None,
+    ) -> _Response:
+        target, signed = self._signed(method, key, headers, params)
+        response = self._exchange(method, target, signed, body)
         if response.status >= 300:
             self._raise(response, operation)
         return response
@@ -215,3 +251,50 @@ class LeanS3:
         for name, value in metadata.items():
             headers[f"x-amz-meta-{name}"] = value
         self._send("PUT", key, headers, body, "PutObject")
+
+    def get_range(
+        self, key: str, start: int, length: int, version_id: str | None = None, if_match: str | None = None
+    ) -> bytearray:
+        """Bytes start..start+length-1 of the object, read straight into one buffer (boto3 reads a
+        part in chunks and joins them: another copy of every byte)."""
+        headers = {"Range": f"bytes={start}-{start + length - 1}"}
+        if if_match:
+            headers["If-Match"] = if_match
+        target, signed = self._signed("GET", key, headers, {"versionId": version_id} if version_id else None)
+        response = self._open("GET", target, signed, None)
+        try:
+            if response.status >= 300:
+                self._raise(_Response(response.status, response.reason, {}, response.read()), "GetObject")
+            if response.length is not None and response.length != length:
+                # A store that ignored the Range header: not a body to read into this buffer.
+                raise http.client.HTTPException(
+                    f"asked for {length} bytes of {key!r}, the answer holds {response.length}"
+                )
+            buffer = bytearray(length)
+            view = memoryview(buffer)
+            filled = 0
+            while filled < length:
+                count = response.readinto(view[filled:])
+                if not count:
+                    raise http.client.IncompleteRead(b"", length - filled)
+                filled += count
+            if response.read(1):
+                raise http.client.HTTPException(f"range of {key!r} longer than the {length} bytes asked for")
+        except BaseException:
+            self._drop_connection()
+            raise
+        return buffer
+
+    def upload_part(
+        self, key: str, upload_id: str, number: int, body: bytes | bytearray, content_md5: str | None
+    ) -> str:
+        """UploadPart; returns the part's ETag."""
+        headers = {"Content-Length": str(len(body))}
+        if content_md5:
+            headers["Content-MD5"] = content_md5
+        params = {"partNumber": str(number), "uploadId": upload_id}
+        response = self._send("PUT", key, headers, memoryview(body), "UploadPart", params)
+        etag = response.headers.get("etag")
+        if not etag:
+            raise http.client.HTTPException(f"UploadPart of {key!r} answered without an ETag")
+        return etag

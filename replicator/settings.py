@@ -105,8 +105,9 @@ class Settings(OpsSettings):
     connect_timeout_seconds: float = Field(default=10, gt=0)
     read_timeout_seconds: float = Field(default=60, gt=0)
     copy_tags: bool = False
-    # Small objects go through a lean GET/PUT path (botocore's signer + urllib3), not boto3 calls.
-    fast_small_objects: bool = True
+    # Object and part GETs and PUTs go through lean_s3 (one keep-alive connection per thread, a
+    # signer checked against botocore's) instead of full boto3 calls; off: boto3 for everything.
+    lean_requests: bool = True
     # How multipart parts are verified. "auto": when the source object is itself multipart and
     # its part layout can be replayed, the target's part ETags must combine into the source's
     # ETag before the upload is completed (end to end, no hashing here); otherwise, and always

@@ -61,7 +61,7 @@ def part_size_for(size: int, configured: int) -> int:
     return needed
 
 
-def content_md5(data: bytes | memoryview) -> str:
+def content_md5(data: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 (S3's own integrity hash)
 
 
@@ -129,7 +129,7 @@ class _MultipartProgress:
         self._budget = budget
         self._md5 = hashlib.md5()  # noqa: S324
         self._next = 0
-        self._pending: dict[int, bytes] = {}
+        self._pending: dict[int, bytes | bytearray] = {}
         self._uploaded: set[int] = set()
         self._hashed: set[int] = set()
         self._sizes: dict[int, int] = {}
@@ -141,7 +141,7 @@ class _MultipartProgress:
         with self._lock:
             self._sizes[index] = size
 
-    def fetched(self, index: int, data: bytes) -> None:
+    def fetched(self, index: int, data: bytes | bytearray) -> None:
         with self._lock:
             if index < self._next or index in self._pending:
                 return  # a retried part: already counted
@@ -255,23 +255,52 @@ class TransferEngine:
         tags = self.source.client.get_object_tagging(Bucket=self.source.bucket, Key=obj.key)["TagSet"]
         return urlencode([(t["Key"], t["Value"]) for t in tags])
 
-    def _get(self, obj: ObjectInfo, byte_range: str | None = None) -> bytes:
-        args: dict[str, Any] = {"Bucket": self.source.bucket, "Key": obj.key}
+    def _read_range(self, obj: ObjectInfo, start: int, length: int) -> bytes | bytearray:
         # Pin every read to the version we looked at: a concurrent overwrite fails the copy
         # (and the reconcile starts over) instead of mixing two versions' bytes.
-        if obj.version_id:
-            args["VersionId"] = obj.version_id
-        elif obj.etag:
-            args["IfMatch"] = f'"{obj.etag}"'
-        if byte_range:
-            args["Range"] = byte_range
+        if_match = f'"{obj.etag}"' if obj.etag and not obj.version_id else None
+        lean = self._lean_source
         try:
-            response = self.source.client.get_object(**args)
-            return response["Body"].read()
+            if lean is not None:
+                try:
+                    return lean.get_range(obj.key, start, length, obj.version_id, if_match)
+                except LeanUnsupported as exc:
+                    self._lean_failed("source", exc)
+            args: dict[str, Any] = {
+                "Bucket": self.source.bucket,
+                "Key": obj.key,
+                "Range": f"bytes={start}-{start + length - 1}",
+            }
+            if obj.version_id:
+                args["VersionId"] = obj.version_id
+            elif if_match:
+                args["IfMatch"] = if_match
+            return self.source.client.get_object(**args)["Body"].read()
         except ClientError as exc:
             if is_not_found(exc) or error_code(exc) in ("PreconditionFailed", "412"):
                 raise SourceChangedError(f"{obj.key!r} changed or vanished during the copy") from exc
             raise
+
+    def _upload_part(
+        self, obj: ObjectInfo, upload_id: str, number: int, data: bytes | bytearray, content_md5: str | None
+    ) -> str:
+        """UploadPart; returns the part's ETag."""
+        lean = self._lean_target
+        if lean is not None:
+            try:
+                return lean.upload_part(obj.key, upload_id, number, data, content_md5)
+            except LeanUnsupported as exc:
+                self._lean_failed("target", exc)
+        integrity: dict[str, Any] = {"ContentMD5": content_md5} if content_md5 else {}
+        response = self.target.client.upload_part(
+            Bucket=self.target.bucket,
+            Key=obj.key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=data,  # type: ignore[arg-type]  # botocore takes a bytearray; the stubs say bytes
+            **integrity,
+        )
+        return response["ETag"]
 
     def _head_source(self, key: str) -> ObjectInfo:
         try:
@@ -283,7 +312,7 @@ class TransferEngine:
         return ObjectInfo.from_head(key, head)
 
     def _lean(self, end: Endpoint) -> LeanS3 | None:
-        if not self.settings.fast_small_objects:
+        if not self.settings.lean_requests:
             return None
         try:
             return LeanS3(
@@ -500,25 +529,15 @@ class TransferEngine:
         try:
             if cancel.is_set() or failed.is_set():
                 raise CancelledError("stopped")
-            byte_range = f"bytes={start}-{start + length - 1}"
-            data = self._retry(lambda: self._get(obj, byte_range))
+            data = self._retry(lambda: self._read_range(obj, start, length))
             if len(data) != length:
                 raise IntegrityError(f"part {index + 1} of {obj.key!r}: {len(data)} bytes, expected {length}")
             progress.fetched(index, data)
             # Chained, the part ETags are checked against the source's ETag before completing;
             # otherwise the target checks each part against its Content-MD5.
-            integrity: dict[str, Any] = {} if chained else {"ContentMD5": content_md5(data)}
-            response = self._retry(
-                lambda: self.target.client.upload_part(
-                    Bucket=self.target.bucket,
-                    Key=obj.key,
-                    UploadId=upload_id,
-                    PartNumber=index + 1,
-                    Body=data,
-                    **integrity,
-                )
-            )
-            progress.uploaded(index, response["ETag"])
+            checksum = None if chained else content_md5(data)
+            etag = self._retry(lambda: self._upload_part(obj, upload_id, index + 1, data, checksum))
+            progress.uploaded(index, etag)
         except BaseException:
             progress.abandon(index)
             raise

@@ -1,10 +1,12 @@
-"""The copy engine against SeaweedFS (real SigV4, real multipart, real Content-MD5 checks)."""
+"""The copy engine against SeaweedFS (real SigV4, real multipart, real Content-MD5 checks).
+
+Every test runs twice: with the lean request path (the default) and with boto3 for every call.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from local_stack.seaweed import SeaweedS3
 from migrate.uploads import cleanup_uploads
-from replicator.clients import Endpoint
+from replicator.clients import Endpoint, build_clients
 from replicator.errors import IntegrityError
 from replicator.objects import META_MD5, META_SOURCE_ETAG
 from replicator.reconcile import head
@@ -32,30 +34,114 @@ def lyve() -> Iterator[SeaweedS3]:
         yield server
 
 
-@pytest.fixture
-def ends(lyve: SeaweedS3) -> tuple[Endpoint, Endpoint]:
-    name = uuid.uuid4().hex[:10]
-    client = lyve.client()
-    client.create_bucket(Bucket=f"src-{name}")
-    client.create_bucket(Bucket=f"dst-{name}")
-    return (
-        Endpoint("source", f"src-{name}", client, lyve.endpoint_url),
-        Endpoint("target", f"dst-{name}", client, lyve.endpoint_url),
+@pytest.fixture(params=["lean", "boto3"])
+def request_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("LEAN_REQUESTS", str(request.param == "lean").lower())
+    return str(request.param)
+
+
+def settings_for(lyve: SeaweedS3, source_bucket: str, target_bucket: str, **tuning: Any) -> Settings:
+    return Settings(
+        source_bucket=source_bucket,
+        source_endpoint_url=lyve.endpoint_url,
+        source_access_key_id=lyve.access_key,
+        source_secret_access_key=lyve.secret_key,
+        source_addressing_style="path",
+        target_bucket=target_bucket,
+        target_endpoint_url=lyve.endpoint_url,
+        target_access_key_id=lyve.access_key,
+        target_secret_access_key=lyve.secret_key,
+        allow_http_endpoints=True,
+        max_attempts=2,
+        **tuning,
     )
 
 
+@pytest.fixture
+def ends(lyve: SeaweedS3, request_path: str) -> tuple[Endpoint, Endpoint]:
+    """Source and target buckets, reached through clients configured as in production."""
+    name = uuid.uuid4().hex[:10]
+    lyve.client().create_bucket(Bucket=f"src-{name}")
+    lyve.client().create_bucket(Bucket=f"dst-{name}")
+    clients = build_clients(settings_for(lyve, f"src-{name}", f"dst-{name}"))
+    return clients.source, clients.target
+
+
 def make_engine(ends: tuple[Endpoint, Endpoint], **tuning: Any) -> TransferEngine:
+    lyve_url = ends[1].url
     settings = Settings(
         source_bucket=ends[0].bucket,
         target_bucket=ends[1].bucket,
-        target_endpoint_url="http://127.0.0.1:1",
+        target_endpoint_url=lyve_url,
         target_access_key_id="unused",
         target_secret_access_key="unused-secret",
         allow_http_endpoints=True,
         max_attempts=2,
         **tuning,
     )
-    return TransferEngine(ends[0], ends[1], settings)
+    engine = TransferEngine(ends[0], ends[1], settings)
+    lean = settings.lean_requests
+    # The path under test is the one really taken (not a silent fallback to boto3).
+    assert (engine._lean_source is not None, engine._lean_target is not None) == (lean, lean)
+    return engine
+
+
+def fail_part(engine: TransferEngine, number: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Part `number` is refused by the target; returns the part numbers tried."""
+    real = engine._upload_part
+    tried: list[int] = []
+
+    def refuse(obj: Any, upload_id: str, part: int, *args: Any) -> str:
+        tried.append(part)
+        if part == number:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "injected"}}, "UploadPart")
+        return real(obj, upload_id, part, *args)
+
+    monkeypatch.setattr(engine, "_upload_part", refuse)
+    return tried
+
+
+def corrupt_parts_on_the_wire(engine: TransferEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After checksumming and signing, as a faulty network or proxy would: flip the first byte of
+    every part body sent."""
+    lean = engine._lean_target
+    if lean is not None:
+        real_open = lean._open
+
+        def flip(method: str, target: str, headers: dict[str, str], body: Any) -> Any:
+            if "partNumber=" in target and body is not None:
+                body = bytes([body[0] ^ 0xFF]) + bytes(body[1:])
+            return real_open(method, target, headers, body)
+
+        monkeypatch.setattr(lean, "_open", flip)
+        return
+
+    def corrupt_body(request: Any, **_: Any) -> None:
+        body = request.body
+        data = body.read() if hasattr(body, "read") else bytes(body)
+        request.body = bytes([data[0] ^ 0xFF]) + data[1:]
+        request.headers["Content-Length"] = str(len(request.body))
+
+    # The clients are the test's own, so the handler goes away with them.
+    engine.target.client.meta.events.register("before-send.s3.UploadPart", corrupt_body)
+
+
+def flip_byte_on_read(
+    engine: TransferEngine, at: int, monkeypatch: pytest.MonkeyPatch, once: bool = False
+) -> list[int]:
+    """Corrupt the first byte of the part read from offset `at` (every time, or once)."""
+    real = engine._read_range
+    flipped: list[int] = []
+
+    def read(obj: Any, start: int, length: int) -> bytes:
+        data = bytes(real(obj, start, length))
+        if start == at and not (once and flipped):
+            flipped.append(start)
+            return bytes([data[0] ^ 0xFF]) + data[1:]
+        return data
+
+    monkeypatch.setattr(engine, "_read_range", read)
+    return flipped
 
 
 HEADERS = {
@@ -116,7 +202,7 @@ CASES = [pytest.param(size, False, id=f"{name}-single-source") for name, size in
 
 @pytest.mark.parametrize(("size", "source_multipart"), CASES)
 def test_sizes_arrive_byte_identical_with_metadata(
-    ends: tuple[Endpoint, Endpoint], size: int, source_multipart: bool
+    ends: tuple[Endpoint, Endpoint], size: int, source_multipart: bool, request_path: str
 ) -> None:
     source, target = ends
     data = os.urandom(size)
@@ -129,6 +215,10 @@ def test_sizes_arrive_byte_identical_with_metadata(
         result = engine.copy(obj)
     finally:
         engine.close()
+    # Still on the path under test: nothing made the engine fall back to boto3 on the way.
+    assert (engine._lean_source is not None, engine._lean_target is not None) == (
+        (request_path == "lean",) * 2
+    )
     body = target.client.get_object(Bucket=target.bucket, Key=key)
     assert body["Body"].read() == data
     digest = hashlib.md5(data).hexdigest()
@@ -159,27 +249,19 @@ def test_memory_is_bounded_by_the_buffer_budget(ends: tuple[Endpoint, Endpoint])
     )
 
 
-def test_a_failing_part_aborts_the_upload(ends: tuple[Endpoint, Endpoint]) -> None:
+def test_a_failing_part_aborts_the_upload(
+    ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
     source, target = ends
     put_source(source, "fails", os.urandom(30 * MIB))
     engine = make_engine(ends, part_size_mib=5)
-    calls = {"n": 0}
-    lock = threading.Lock()
-
-    def fault(params: dict[str, Any], **_: Any) -> None:
-        with lock:
-            calls["n"] += 1
-        if params.get("PartNumber") == 4:
-            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "injected"}}, "UploadPart")
-
-    target.client.meta.events.register("provide-client-params.s3.UploadPart", fault)
+    tried = fail_part(engine, 4, monkeypatch)
     try:
         with pytest.raises(ClientError, match="injected"):
             engine.copy(head(source, "fails"))  # type: ignore[arg-type]
     finally:
-        target.client.meta.events.unregister("provide-client-params.s3.UploadPart", fault)
         engine.close()
-    assert calls["n"] >= 4
+    assert 4 in tried
     assert uploads_left(target) == []
     assert head(target, "fails") is None
     assert engine.budget.in_use == 0
@@ -191,43 +273,29 @@ def test_a_part_corrupted_on_read_is_detected(
     source, target = ends
     put_source(source, "corrupt", os.urandom(12 * MIB))  # single-part source: its ETag is the MD5
     engine = make_engine(ends, part_size_mib=5)
-    real_get = engine._get
-
-    def flip_a_byte(obj: Any, byte_range: str | None = None) -> bytes:
-        data = real_get(obj, byte_range)
-        if byte_range and byte_range.startswith(f"bytes={5 * MIB}-"):
-            return bytes([data[0] ^ 0xFF]) + data[1:]
-        return data
-
-    monkeypatch.setattr(engine, "_get", flip_a_byte)
+    flipped = flip_byte_on_read(engine, 5 * MIB, monkeypatch)
     try:
         with pytest.raises(IntegrityError, match="MD5"):
             engine.copy(head(source, "corrupt"))  # type: ignore[arg-type]
     finally:
         engine.close()
+    assert flipped
     assert uploads_left(target) == []
     assert head(target, "corrupt") is None
 
 
-def test_a_part_corrupted_in_transit_is_rejected_by_content_md5(ends: tuple[Endpoint, Endpoint]) -> None:
+def test_a_part_corrupted_in_transit_is_rejected_by_content_md5(
+    ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A single-part source: no ETag chain, so every part carries its Content-MD5.
     source, target = ends
     put_source(source, "transit", os.urandom(11 * MIB))
     engine = make_engine(ends, part_size_mib=5)
-
-    def corrupt_body(request: Any, **_: Any) -> None:
-        # After signing, as a faulty network or proxy would: flip the first byte on the wire.
-        body = request.body
-        data = body.read() if hasattr(body, "read") else bytes(body)
-        request.body = bytes([data[0] ^ 0xFF]) + data[1:]
-        request.headers["Content-Length"] = str(len(request.body))
-
-    target.client.meta.events.register("before-send.s3.UploadPart", corrupt_body)
+    corrupt_parts_on_the_wire(engine, monkeypatch)
     try:
         with pytest.raises(ClientError) as info:
             engine.copy(head(source, "transit"))  # type: ignore[arg-type]
     finally:
-        target.client.meta.events.unregister("before-send.s3.UploadPart", corrupt_body)
         engine.close()
     assert info.value.response["Error"]["Code"] in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch")
     assert uploads_left(target) == []
@@ -263,21 +331,27 @@ def test_cleanup_aborts_only_uploads_older_than_the_age(ends: tuple[Endpoint, En
     assert [u["UploadId"] for u in uploads_left(target)] == [young]
 
 
-def _part_checksums(client: Any) -> list[bool]:
-    """For each UploadPart call from now on: did it carry a Content-MD5?"""
+def _part_checksums(engine: TransferEngine, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """For each part uploaded from now on: did it carry a Content-MD5?"""
     calls: list[bool] = []
-    client.meta.events.register(
-        "provide-client-params.s3.UploadPart", lambda params, **_: calls.append("ContentMD5" in params)
-    )
+    real = engine._upload_part
+
+    def record(obj: Any, upload_id: str, number: int, data: Any, content_md5: str | None) -> str:
+        calls.append(content_md5 is not None)
+        return real(obj, upload_id, number, data, content_md5)
+
+    monkeypatch.setattr(engine, "_upload_part", record)
     return calls
 
 
-def test_multipart_source_is_verified_end_to_end_through_its_etag(ends: tuple[Endpoint, Endpoint]) -> None:
+def test_multipart_source_is_verified_end_to_end_through_its_etag(
+    ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
     source, target = ends
     data = os.urandom(3 * 6 * MIB + 1000)
     put_source(source, "chained.bin", data, multipart_part=6 * MIB)
-    checksums = _part_checksums(target.client)
     engine = make_engine((source, target), part_size_mib=16)
+    checksums = _part_checksums(engine, monkeypatch)
     try:
         result = engine.copy(head(source, "chained.bin"))  # type: ignore[arg-type]
     finally:
@@ -297,18 +371,8 @@ def test_a_broken_etag_chain_falls_back_to_content_md5_parts(
     data = os.urandom(3 * 6 * MIB)
     put_source(source, "flaky.bin", data, multipart_part=6 * MIB)
     engine = make_engine((source, target))
-    real_get = engine._get
-    flipped: list[str] = []
-
-    def flip_once(obj: Any, byte_range: str | None = None) -> bytes:
-        chunk = real_get(obj, byte_range)
-        if byte_range and byte_range.startswith(f"bytes={6 * MIB}-") and not flipped:
-            flipped.append(byte_range)
-            return bytes([chunk[0] ^ 0xFF]) + chunk[1:]
-        return chunk
-
-    monkeypatch.setattr(engine, "_get", flip_once)
-    checksums = _part_checksums(target.client)
+    flipped = flip_byte_on_read(engine, 6 * MIB, monkeypatch, once=True)
+    checksums = _part_checksums(engine, monkeypatch)
     try:
         engine.copy(head(source, "flaky.bin"))  # type: ignore[arg-type]
     finally:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from unittest import mock
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+import botocore.session
 import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
-from replicator.sigv4 import SigV4Signer
+from replicator.sigv4 import SigV4Signer, query_string
 
 NOW = datetime(2026, 11, 21, 7, 30, 15, tzinfo=UTC)
 CONFIG = Config(s3={"payload_signing_enabled": False})
@@ -70,3 +72,88 @@ def test_signing_key_follows_the_day_and_the_secret() -> None:
         "GET", "/b/k", "h", {}, now=NOW
     )["Authorization"]
     assert rotated == expected != first
+
+
+class _Captured(Exception):
+    def __init__(self, request: Any) -> None:
+        super().__init__("captured")
+        self.request = request
+
+
+def serialised_by_botocore(operation: str, token: str | None, **params: Any) -> Any:
+    """The request a real botocore client builds and signs for the call (never sent)."""
+    client = botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url="http://127.0.0.1:8333",
+        region_name="eu-west-1",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        aws_session_token=token,
+        config=Config(
+            s3={"addressing_style": "path", "payload_signing_enabled": False},
+            request_checksum_calculation="when_required",
+            retries={"total_max_attempts": 1},
+        ),
+    )
+
+    def capture(request: Any, **_: Any) -> None:
+        raise _Captured(request)
+
+    client.meta.events.register("before-send.s3", capture)
+    frozen = mock.patch("botocore.auth.get_current_datetime", return_value=NOW.replace(tzinfo=None))
+    with frozen, pytest.raises(_Captured) as captured:
+        getattr(client, operation)(**params)
+    return captured.value.request
+
+
+ODD_IDS = ["2~abc.DEF_ghi-jkl", "3/L4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY+MTRCxf3vjVBH40Nr8X8gdRQ=="]
+
+
+@pytest.mark.parametrize("token", [None, "session-token"])
+@pytest.mark.parametrize("odd_id", ODD_IDS)
+@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize(
+    ("operation", "make_params", "make_query"),
+    [
+        (
+            "upload_part",
+            lambda key, odd: {
+                "Key": key,
+                "UploadId": odd,
+                "PartNumber": 17,
+                "Body": b"part",
+                "ContentMD5": "x==",
+            },
+            lambda odd: {"partNumber": "17", "uploadId": odd},
+        ),
+        (
+            "get_object",
+            lambda key, odd: {"Key": key, "VersionId": odd, "Range": "bytes=0-99", "IfMatch": '"abc"'},
+            lambda odd: {"versionId": odd},
+        ),
+    ],
+)
+def test_query_string_requests_match_what_botocore_sends(
+    operation: str, make_params: Any, make_query: Any, key: str, odd_id: str, token: str | None
+) -> None:
+    request = serialised_by_botocore(operation, token, Bucket="bucket", **make_params(key, odd_id))
+    url = urlsplit(request.url)
+    query = query_string(make_query(odd_id))
+    # The same query on the wire (order aside) and the same path...
+    assert sorted(query.split("&")) == sorted(url.query.split("&"))
+    assert url.path == f"/bucket/{quote(key, safe='/~')}"
+    # ...and, given the headers botocore signed (it adds its amz-sdk-* headers after signing),
+    # the same signature.
+    authorization = request.headers["Authorization"].decode()
+    signed_names = set(authorization.split("SignedHeaders=")[1].split(",")[0].split(";"))
+    added_by_signer = {"x-amz-date", "x-amz-content-sha256", "x-amz-security-token", "host"}
+    headers = {
+        k: v.decode() if isinstance(v, bytes) else v
+        for k, v in request.headers.items()
+        if k.lower() in signed_names - added_by_signer
+    }
+    credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
+    ours = SigV4Signer(credentials, "eu-west-1").sign(
+        request.method, url.path, url.netloc, headers, query, now=NOW
+    )
+    assert ours["Authorization"] == authorization
