@@ -327,9 +327,20 @@ def summarize(measurements: list[Measurement], args: argparse.Namespace) -> dict
                 "runs": len(runs),
             }
         reference = table[scenario].get("rclone")
-        for row in table[scenario].values():
+        ok_runs = [m for m in measurements if m.scenario == scenario and m.ok]
+        rclone_seconds = {m.run: m.seconds for m in ok_runs if m.contender == "rclone"}
+        for contender, row in table[scenario].items():
             if reference:
                 row["ratio_to_rclone"] = row["mb_per_s"] / reference["mb_per_s"]
+            if contender != "rclone":
+                # Alternating pairs: in how many runs this contender finished before rclone did.
+                paired = [
+                    m.seconds < rclone_seconds[m.run]
+                    for m in ok_runs
+                    if m.contender == contender and m.run in rclone_seconds
+                ]
+                row["runs_ahead_of_rclone"] = sum(paired)
+                row["paired_runs"] = len(paired)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
@@ -356,8 +367,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"medians of {result['settings']['runs']} alternating runs after one unmeasured warm-up copy; "
         "two SeaweedFS servers on loopback as source and target. Written by `make bench`.",
         "",
-        "| scenario | contender | MB/s | objects/s | peak RSS (MiB) | x rclone |",
-        "|---|---|---:|---:|---:|---:|",
+        "| scenario | contender | MB/s | objects/s | peak RSS (MiB) | x rclone | runs ahead of rclone |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     titles = {
         "large": f"1 object of {result['settings']['large_mib']} MiB",
@@ -367,13 +378,15 @@ def markdown(result: dict[str, Any]) -> str:
         for contender, row in rows.items():
             ratio = row.get("ratio_to_rclone")
             ratio_text = f"{ratio:.2f}" if ratio else "-"
+            ahead = f"{row['runs_ahead_of_rclone']} of {row['paired_runs']}" if "paired_runs" in row else "-"
             lines.append(
                 f"| {titles[scenario]} | {contender} | {row['mb_per_s']:.1f} | {row['objects_per_s']:.1f} | "
-                f"{row['peak_rss_mib']:.0f} | {ratio_text} |"
+                f"{row['peak_rss_mib']:.0f} | {ratio_text} | {ahead} |"
             )
     lines += [
         "",
         "Peak RSS is the resident memory of the contender's whole process tree, sampled every 50 ms.",
+        "Runs ahead of rclone: in how many of the alternating runs the contender finished first.",
         "The old method's figure includes its local disk round trip (`aws s3 cp` down, then up).",
         "",
     ]

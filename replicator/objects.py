@@ -23,6 +23,7 @@ CONTENT_HEADERS = (
 )
 
 _PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 
 def clean_etag(etag: str | None) -> str:
@@ -41,19 +42,33 @@ class ObjectInfo:
     encrypted_etag: bool = False  # SSE-KMS / SSE-C: the ETag is not an MD5
     # False when read from a listing: content headers and metadata still to be fetched.
     complete: bool = True
+    # Read from a HEAD of part 1 (PartNumber=1): that part's length and the source's part count.
+    first_part_size: int | None = None
+    parts_count: int | None = None
 
     @classmethod
     def from_head(cls, key: str, head: Any) -> ObjectInfo:
+        """From a HeadObject (or whole-object GetObject) response, also one for PartNumber=1."""
         sse = str(head.get("ServerSideEncryption") or "")
+        size, first_part_size = int(head["ContentLength"]), None
+        content_range = head.get("ContentRange")
+        if content_range:
+            match = _CONTENT_RANGE.match(str(content_range))
+            if not match or int(match.group(1)) != 0:
+                raise ValueError(f"HEAD of {key!r}: unexpected Content-Range {content_range!r}")
+            size, first_part_size = int(match.group(3)), size
+        parts_count = head.get("PartsCount")
         return cls(
             key=key,
-            size=int(head["ContentLength"]),
+            size=size,
             etag=clean_etag(head.get("ETag")),
             last_modified=head.get("LastModified"),
             version_id=head.get("VersionId"),
             metadata={k.lower(): v for k, v in (head.get("Metadata") or {}).items()},
             headers={h: head[h] for h in CONTENT_HEADERS if head.get(h) is not None},
             encrypted_etag=sse.startswith("aws:kms") or bool(head.get("SSECustomerAlgorithm")),
+            first_part_size=first_part_size,
+            parts_count=int(parts_count) if parts_count is not None else None,
         )
 
     @classmethod

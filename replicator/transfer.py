@@ -210,10 +210,12 @@ class TransferEngine:
         self._lean_source = self._lean(source)
         self._lean_target = self._lean(target)
         self._parts = ThreadPoolExecutor(max_workers=settings.part_concurrency, thread_name_prefix="part")
+        self._housekeeping = ThreadPoolExecutor(max_workers=2, thread_name_prefix="housekeeping")
         self._retrying = request_retrying(settings.max_attempts)
 
     def close(self) -> None:
         self._parts.shutdown(wait=True, cancel_futures=True)
+        self._housekeeping.shutdown(wait=True, cancel_futures=True)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -223,7 +225,7 @@ class TransferEngine:
         started = time.monotonic()
         if obj.size >= self.settings.multipart_threshold and not obj.complete:
             # Listed, not looked at: the multipart path needs headers and metadata up front.
-            obj = self._head_source(obj.key)
+            obj = self._head_source(obj.key, first_part=self._may_replay(obj.etag))
         if obj.size < self.settings.multipart_threshold:
             try:
                 obj, md5, parts = *self._copy_single(obj), 1
@@ -302,7 +304,30 @@ class TransferEngine:
         )
         return response["ETag"]
 
-    def _head_source(self, key: str) -> ObjectInfo:
+    def _may_replay(self, etag: str) -> bool:
+        """Whether a copy could replay the source's part layout (see _source_part_size)."""
+        return (
+            self.settings.part_checksum == "auto" and self._chain_usable and bool(_MULTIPART_ETAG.match(etag))
+        )
+
+    def _head_source(self, key: str, first_part: bool = False) -> ObjectInfo:
+        """HeadObject on the source. With first_part, a HEAD of part 1: the same headers and
+        metadata plus the part layout a replayed copy needs, in one round trip instead of two."""
+        if first_part:
+            try:
+                part = ObjectInfo.from_head(
+                    key, self.source.client.head_object(Bucket=self.source.bucket, Key=key, PartNumber=1)
+                )
+                match = _MULTIPART_ETAG.match(part.etag)
+                # Only where the store answers as S3 does (the object's ETag, its size in the
+                # Content-Range); anything else gets a plain HEAD.
+                if match and part.first_part_size and part.parts_count in (None, int(match.group(1))):
+                    return part
+            except ClientError as exc:
+                if is_not_found(exc):
+                    raise SourceChangedError(f"{key!r} vanished before the copy") from exc
+            except ValueError:
+                pass
         try:
             head = self.source.client.head_object(Bucket=self.source.bucket, Key=key)
         except ClientError as exc:
@@ -381,6 +406,16 @@ class TransferEngine:
         finally:
             self.budget.release(listed.size)
 
+    def _abort_stale_quietly(self, key: str, keep: str) -> None:
+        try:
+            stale = self.abort_stale_uploads(key, keep)
+        except Exception as exc:
+            # Housekeeping only (some stores restrict ListMultipartUploads): the copy goes ahead.
+            log.warning("stale_upload_check_failed", key=key, error=describe(exc))
+            return
+        if stale:
+            log.info("stale_uploads_aborted", key=key, count=stale)
+
     def abort_stale_uploads(self, key: str, keep: str | None = None) -> int:
         """Abort incomplete uploads of exactly this key (earlier killed or failed copies)."""
         aborted = 0
@@ -407,19 +442,21 @@ class TransferEngine:
         end to end, before the upload is completed, without hashing anything here.
         """
         match = _MULTIPART_ETAG.match(obj.etag)
-        if self.settings.part_checksum != "auto" or not self._chain_usable or obj.encrypted_etag or not match:
+        if not self._may_replay(obj.etag) or obj.encrypted_etag or not match:
             return None
-        try:
-            head = self.source.client.head_object(Bucket=self.source.bucket, Key=obj.key, PartNumber=1)
-        except ClientError as exc:
-            if is_not_found(exc):
-                raise SourceChangedError(f"{obj.key!r} vanished before the copy") from exc
-            return None  # the store cannot tell its part layout: copy with our own
-        # No version check here (stores differ in the ETag they return for a part): the ranged
-        # reads are pinned to obj.etag, and the chain is checked against it.
-        if head.get("PartsCount") not in (None, int(match.group(1))):
+        part_size, parts_count = obj.first_part_size, obj.parts_count
+        if part_size is None:  # not known from the HEAD that found the object: ask
+            try:
+                head = self.source.client.head_object(Bucket=self.source.bucket, Key=obj.key, PartNumber=1)
+            except ClientError as exc:
+                if is_not_found(exc):
+                    raise SourceChangedError(f"{obj.key!r} vanished before the copy") from exc
+                return None  # the store cannot tell its part layout: copy with our own
+            # No version check here (stores differ in the ETag they return for a part): the
+            # ranged reads are pinned to obj.etag, and the chain is checked against it.
+            part_size, parts_count = int(head["ContentLength"]), head.get("PartsCount")
+        if parts_count not in (None, int(match.group(1))):
             return None
-        part_size = int(head["ContentLength"])
         uniform = math.ceil(obj.size / part_size) == int(match.group(1)) if part_size else False
         fits = MIN_PART_SIZE <= part_size <= min(MAX_PART_SIZE, self.budget.capacity // 2)
         return part_size if uniform and fits else None
@@ -449,17 +486,12 @@ class TransferEngine:
         self, obj: ObjectInfo, cancel: threading.Event, part_size: int, chained: bool
     ) -> tuple[str, int]:
         count = math.ceil(obj.size / part_size)
-        try:
-            stale = self.abort_stale_uploads(obj.key)
-            if stale:
-                log.info("stale_uploads_aborted", key=obj.key, count=stale)
-        except ClientError as exc:
-            # Some stores restrict ListMultipartUploads; the copy itself can still go ahead.
-            log.warning("stale_upload_check_failed", key=obj.key, error=describe(exc))
         known_md5 = obj.known_md5
         create_args = self._put_args(obj, known_md5)
         created = self._retry(lambda: self.target.client.create_multipart_upload(**create_args))
         upload_id = created["UploadId"]
+        # Off the critical path: the parts start while earlier copies' leftovers are cleared.
+        stale_check = self._housekeeping.submit(self._abort_stale_quietly, obj.key, upload_id)
         progress = _MultipartProgress(self.budget)
         failed = threading.Event()
         try:
@@ -509,6 +541,8 @@ class TransferEngine:
             progress.release_all()
             self._abort(obj.key, upload_id)
             raise
+        finally:
+            stale_check.result()
         self._verify_written(obj)
         if not known_md5:
             self._record_md5(obj, md5_hex)

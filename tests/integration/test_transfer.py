@@ -18,8 +18,8 @@ from botocore.exceptions import ClientError
 from local_stack.seaweed import SeaweedS3
 from migrate.uploads import cleanup_uploads
 from replicator.clients import Endpoint, build_clients
-from replicator.errors import IntegrityError
-from replicator.objects import META_MD5, META_SOURCE_ETAG
+from replicator.errors import IntegrityError, SourceChangedError
+from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo
 from replicator.reconcile import head
 from replicator.settings import Settings
 from replicator.transfer import TransferEngine
@@ -57,14 +57,28 @@ def settings_for(lyve: SeaweedS3, source_bucket: str, target_bucket: str, **tuni
     )
 
 
+def drop_bucket(client: Any, bucket: str) -> None:
+    """Empty and delete a bucket: each bucket holds SeaweedFS volumes, of which a server has
+    about 75."""
+    for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for entry in page.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=entry["Key"])
+    client.delete_bucket(Bucket=bucket)
+
+
 @pytest.fixture
-def ends(lyve: SeaweedS3, request_path: str) -> tuple[Endpoint, Endpoint]:
+def ends(lyve: SeaweedS3, request_path: str) -> Iterator[tuple[Endpoint, Endpoint]]:
     """Source and target buckets, reached through clients configured as in production."""
     name = uuid.uuid4().hex[:10]
-    lyve.client().create_bucket(Bucket=f"src-{name}")
-    lyve.client().create_bucket(Bucket=f"dst-{name}")
+    admin = lyve.client()
+    for bucket in (f"src-{name}", f"dst-{name}"):
+        admin.create_bucket(Bucket=bucket)
     clients = build_clients(settings_for(lyve, f"src-{name}", f"dst-{name}"))
-    return clients.source, clients.target
+    yield clients.source, clients.target
+    for bucket in (f"src-{name}", f"dst-{name}"):
+        drop_bucket(admin, bucket)
 
 
 def make_engine(ends: tuple[Endpoint, Endpoint], **tuning: Any) -> TransferEngine:
@@ -410,3 +424,83 @@ def test_a_non_uniform_source_layout_is_copied_with_our_own_parts(ends: tuple[En
         engine.close()
     assert target.client.get_object(Bucket=target.bucket, Key="odd.bin")["Body"].read() == data
     assert uploads_left(target) == []
+
+
+def _count_calls(client: Any, operation: str) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    client.meta.events.register(
+        f"provide-client-params.s3.{operation}", lambda params, **_: calls.append(params)
+    )
+    return calls
+
+
+def test_a_listed_multipart_source_is_looked_at_with_one_head(ends: tuple[Endpoint, Endpoint]) -> None:
+    """One HEAD of part 1 gives the headers, the metadata and the part layout."""
+    source, target = ends
+    data = os.urandom(2 * 6 * MIB + 5)
+    put_source(source, "listed.bin", data, multipart_part=6 * MIB)
+    listed = ObjectInfo.from_listing(source.client.list_objects_v2(Bucket=source.bucket)["Contents"][0])
+    heads = _count_calls(source.client, "HeadObject")
+    engine = make_engine(ends)
+    try:
+        result = engine.copy(listed)
+    finally:
+        engine.close()
+    assert [h.get("PartNumber") for h in heads] == [1]
+    assert result.parts == 3  # the source's own 6 MiB layout, replayed
+    got = target.client.get_object(Bucket=target.bucket, Key="listed.bin")
+    assert got["Body"].read() == data
+    assert got["ContentType"] == HEADERS["ContentType"] and got["Metadata"]["owner"] == "qa"
+    assert got["Metadata"][META_MD5] == hashlib.md5(data).hexdigest()
+
+
+def test_a_refused_stale_upload_listing_does_not_stop_the_copy(ends: tuple[Endpoint, Endpoint]) -> None:
+    source, target = ends
+    data = os.urandom(9 * MIB)
+    put_source(source, "refused.bin", data)
+
+    def refuse(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not here"}}, "ListMultipartUploads")
+
+    target.client.meta.events.register("before-call.s3.ListMultipartUploads", refuse)
+    engine = make_engine(ends, part_size_mib=5)
+    try:
+        engine.copy(head(source, "refused.bin"))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert target.client.get_object(Bucket=target.bucket, Key="refused.bin")["Body"].read() == data
+
+
+def test_reads_stay_on_the_version_looked_at(ends: tuple[Endpoint, Endpoint]) -> None:
+    """Versioned source: an overwrite during the copy does not mix in the new version's bytes."""
+    source, target = ends
+    source.client.put_bucket_versioning(Bucket=source.bucket, VersioningConfiguration={"Status": "Enabled"})
+    first, second = os.urandom(12 * MIB), os.urandom(12 * MIB)
+    put_source(source, "versioned.bin", first)
+    looked_at = head(source, "versioned.bin")
+    assert looked_at is not None and looked_at.version_id
+    put_source(source, "versioned.bin", second)
+    engine = make_engine(ends, part_size_mib=5)
+    try:
+        result = engine.copy(looked_at)
+    finally:
+        engine.close()
+    assert target.client.get_object(Bucket=target.bucket, Key="versioned.bin")["Body"].read() == first
+    assert result.md5 == hashlib.md5(first).hexdigest()
+
+
+def test_an_overwrite_during_the_copy_fails_it_cleanly(ends: tuple[Endpoint, Endpoint]) -> None:
+    """Unversioned source: reads are pinned with If-Match, so the rewritten object is not copied
+    as a mix of two versions; the copy fails (to be reconciled again) and leaves nothing behind."""
+    source, target = ends
+    put_source(source, "rewritten.bin", os.urandom(12 * MIB))
+    looked_at = head(source, "rewritten.bin")
+    put_source(source, "rewritten.bin", os.urandom(12 * MIB))
+    engine = make_engine(ends, part_size_mib=5)
+    try:
+        with pytest.raises(SourceChangedError):
+            engine.copy(looked_at)  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert uploads_left(target) == []
+    assert head(target, "rewritten.bin") is None

@@ -67,6 +67,25 @@ def test_kms_etag_is_not_taken_for_an_md5() -> None:
     assert plain.known_md5 == MD5_A
 
 
+def test_a_head_of_part_one_gives_the_object_size_and_the_part_layout() -> None:
+    head = {
+        "ContentLength": 5 * 1024 * 1024,
+        "ContentRange": "bytes 0-5242879/15728647",
+        "PartsCount": 3,
+        "ETag": '"fa64a06e32b26ac12259a1d54d7281e2-3"',
+    }
+    info = ObjectInfo.from_head("k", head)
+    assert (info.size, info.first_part_size, info.parts_count) == (15728647, 5242880, 3)
+    plain = ObjectInfo.from_head("k", {"ContentLength": 3, "ETag": f'"{MD5_A}"'})
+    assert (plain.size, plain.first_part_size, plain.parts_count) == (3, None, None)
+
+
+@pytest.mark.parametrize("content_range", ["bytes 5-9/20", "bytes 0-9/*", "bytes */20", "0-9/20"])
+def test_an_unexpected_content_range_is_not_taken_for_a_size(content_range: str) -> None:
+    with pytest.raises(ValueError, match="Content-Range"):
+        ObjectInfo.from_head("k", {"ContentLength": 10, "ContentRange": content_range, "ETag": '"x"'})
+
+
 def test_byte_budget_blocks_until_released() -> None:
     budget = ByteBudget(10)
     budget.acquire(8)
