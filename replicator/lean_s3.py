@@ -1,15 +1,16 @@
 """GetObject, PutObject, ranged GETs and UploadPart without boto3's per-call machinery.
 
 For objects of a few KiB the copy is bound by per-request CPU, and boto3 spends about 1 ms of it
-per call (parameter validation, event hooks, serializers, parsers). For multipart parts it
-reads the body in chunks and joins them, and costs about 8 ms of CPU per 16 MiB part each way
-against 4 here, where a part is read straight into one buffer and sent from it. This path keeps botocore's
-credentials and endpoint, signs with `sigv4.SigV4Signer` (botocore's canonical form, checked
-against it in the tests, at a seventh of the cost), and sends the request on a keep-alive
-http.client connection owned by the calling thread (a shared pool's locks convoy under the GIL),
-whose responses skip the email package's header parser. It covers the plain cases only; anything
-else (redirects, unusual keys, virtual-host endpoints it cannot derive, signed payloads) raises
-LeanUnsupported and the caller uses boto3.
+per call (parameter validation, event hooks, serializers, parsers). A 16 MiB part costs boto3
+about 8 ms of CPU each way (it reads the body in chunks and joins them); here about 4, reading the
+part straight into one buffer and sending it from there.
+
+This path keeps botocore's credentials and endpoint, signs with `sigv4.SigV4Signer` (botocore's
+canonical form, checked against it in the tests, at a seventh of the cost), and sends the request
+on a keep-alive http.client connection owned by the calling thread (a shared pool's locks convoy
+under the GIL), whose responses skip the email package's header parser. It covers the plain cases
+only; anything else (redirects, unusual keys, virtual-host endpoints it cannot derive, signed
+payloads) raises LeanUnsupported and the caller uses boto3.
 """
 
 from __future__ import annotations
@@ -177,8 +178,8 @@ class LeanS3:
         except BaseException:
             self._drop_connection()
             raise
-        headers = {name.lower(): value for name, value in response.getheaders()}
-        return _Response(response.status, response.reason, headers, data)
+        answer_headers = {name.lower(): value for name, value in response.getheaders()}
+        return _Response(response.status, response.reason, answer_headers, data)
 
     def _path(self, key: str) -> str:
         if any(s in (".", "..") for s in key.split("/")) or "//" in key:
