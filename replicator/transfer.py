@@ -310,24 +310,30 @@ class TransferEngine:
             self.settings.part_checksum == "auto" and self._chain_usable and bool(_MULTIPART_ETAG.match(etag))
         )
 
+    def _head_first_part(self, key: str) -> ObjectInfo | None:
+        """HeadObject of part 1 (the object's headers plus its part layout), or None when the
+        store cannot answer for a part."""
+        try:
+            head = self.source.client.head_object(Bucket=self.source.bucket, Key=key, PartNumber=1)
+        except ClientError as exc:
+            if is_not_found(exc):
+                raise SourceChangedError(f"{key!r} vanished before the copy") from exc
+            return None
+        try:
+            return ObjectInfo.from_head(key, head)
+        except ValueError:
+            return None
+
     def _head_source(self, key: str, first_part: bool = False) -> ObjectInfo:
         """HeadObject on the source. With first_part, a HEAD of part 1: the same headers and
         metadata plus the part layout a replayed copy needs, in one round trip instead of two."""
         if first_part:
-            try:
-                part = ObjectInfo.from_head(
-                    key, self.source.client.head_object(Bucket=self.source.bucket, Key=key, PartNumber=1)
-                )
-                match = _MULTIPART_ETAG.match(part.etag)
-                # Only where the store answers as S3 does (the object's ETag, its size in the
-                # Content-Range); anything else gets a plain HEAD.
-                if match and part.first_part_size and part.parts_count in (None, int(match.group(1))):
-                    return part
-            except ClientError as exc:
-                if is_not_found(exc):
-                    raise SourceChangedError(f"{key!r} vanished before the copy") from exc
-            except ValueError:
-                pass
+            part = self._head_first_part(key)
+            match = _MULTIPART_ETAG.match(part.etag) if part else None
+            # Only where the store answers as S3 does (the object's ETag, its size in the
+            # Content-Range); anything else gets a plain HEAD.
+            if part and match and part.first_part_size and part.parts_count in (None, int(match.group(1))):
+                return part
         try:
             head = self.source.client.head_object(Bucket=self.source.bucket, Key=key)
         except ClientError as exc:
@@ -444,17 +450,13 @@ class TransferEngine:
         match = _MULTIPART_ETAG.match(obj.etag)
         if not self._may_replay(obj.etag) or obj.encrypted_etag or not match:
             return None
-        part_size, parts_count = obj.first_part_size, obj.parts_count
-        if part_size is None:  # not known from the HEAD that found the object: ask
-            try:
-                head = self.source.client.head_object(Bucket=self.source.bucket, Key=obj.key, PartNumber=1)
-            except ClientError as exc:
-                if is_not_found(exc):
-                    raise SourceChangedError(f"{obj.key!r} vanished before the copy") from exc
-                return None  # the store cannot tell its part layout: copy with our own
-            # No version check here (stores differ in the ETag they return for a part): the
-            # ranged reads are pinned to obj.etag, and the chain is checked against it.
-            part_size, parts_count = int(head["ContentLength"]), head.get("PartsCount")
+        # Known from the HEAD that found the object, or asked for now. No version check on the
+        # answer (stores differ in the ETag they return for a part): the ranged reads are pinned
+        # to obj.etag, and the chain is checked against it.
+        layout = obj if obj.first_part_size is not None else self._head_first_part(obj.key)
+        if layout is None or layout.first_part_size is None:
+            return None  # the store cannot tell its part layout: copy with our own
+        part_size, parts_count = layout.first_part_size, layout.parts_count
         if parts_count not in (None, int(match.group(1))):
             return None
         uniform = math.ceil(obj.size / part_size) == int(match.group(1)) if part_size else False

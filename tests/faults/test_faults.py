@@ -16,6 +16,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,15 +59,22 @@ def drain(stack: LocalStack, **env: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def worker_mid_copy(
+    stack: LocalStack, prefix: str, mib: int, env: dict[str, str], **popen: Any
+) -> subprocess.Popen[bytes]:
+    """A worker copying a new object of `mib` MiB one part at a time, caught mid-upload."""
+    stack.source().upload_fileobj(io.BytesIO(os.urandom(mib * MIB)), stack.source_bucket, f"{prefix}big.bin")
+    stack.invoker.pump()  # type: ignore[union-attr]
+    worker = stack.start_worker(env=stack.env(**({"PART_CONCURRENCY": "1"} | env)), **popen)
+    wait_for_upload(stack, prefix)
+    return worker
+
+
 def test_worker_killed_mid_copy_is_finished_by_another(
     stack: LocalStack, prefix: str, fault_report: FaultReport
 ) -> None:
-    key = f"{prefix}big.bin"
-    stack.source().upload_fileobj(io.BytesIO(os.urandom(80 * MIB)), stack.source_bucket, key)
-    stack.invoker.pump()  # type: ignore[union-attr]
     slow = {"VISIBILITY_TIMEOUT_SECONDS": "10", "SHUTDOWN_DEADLINE_SECONDS": "5", "PART_CONCURRENCY": "1"}
-    victim = stack.start_worker(env=stack.env(**slow), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_upload(stack, prefix)
+    victim = worker_mid_copy(stack, prefix, 80, slow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     victim.send_signal(signal.SIGKILL)  # no chance to abort anything
     victim.wait(timeout=10)
     stale = stack.target().list_multipart_uploads(Bucket=stack.target_bucket, Prefix=prefix)["Uploads"]
@@ -241,16 +249,15 @@ def test_poison_messages_reach_the_dlq_and_do_not_block_others(
 def test_sigterm_hands_back_unfinished_work(
     stack: LocalStack, prefix: str, fault_report: FaultReport
 ) -> None:
-    key = f"{prefix}big.bin"
-    stack.source().upload_fileobj(io.BytesIO(os.urandom(64 * MIB)), stack.source_bucket, key)
-    stack.invoker.pump()  # type: ignore[union-attr]
     deadline = 4
-    worker = stack.start_worker(
-        env=stack.env(PART_CONCURRENCY="1", SHUTDOWN_DEADLINE_SECONDS=str(deadline)),
+    worker = worker_mid_copy(
+        stack,
+        prefix,
+        64,
+        {"SHUTDOWN_DEADLINE_SECONDS": str(deadline)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    wait_for_upload(stack, prefix)
     stopping = time.monotonic()
     worker.send_signal(signal.SIGTERM)
     _, stderr = worker.communicate(timeout=30)
