@@ -45,7 +45,54 @@ class SourceChangedError(CopyError):
 
 
 class CancelledError(CopyError):
-    """The copy was stopped (shutdown) before it finished; the upload was aborted."""
+    """The copy was stopped (shutdown, lease lost, lease at its 12-hour cap) before it finished.
+
+    The multipart upload, if any, is kept so that the next attempt resumes it (see transfer.py);
+    an interruption is not a failure of the object and never counts toward the DLQ.
+    """
+
+
+class LeaseLostError(CancelledError):
+    """This worker no longer holds the message (a heartbeat failed or the lease ran out): the
+    copy stops before the message can be seen by another worker."""
+
+
+class PermanentError(CopyError):
+    """Retrying cannot fix it: the worker sends the message to the DLQ at once (no back-off
+    cycle), migrate reports the key apart and carries on. `reason` is a short stable label for
+    metrics and reports; the message says what happened in words."""
+
+    reason = "permanent"
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class UnstorableKeyError(PermanentError):
+    """The target refuses this key for good (a `/` segment over 255 bytes, an object and a prefix
+    of the same name, ...). The message names the key and the target's own reason."""
+
+    reason = "unstorable_key"
+
+
+class ArchivedObjectError(PermanentError):
+    """The source object is in an archive storage class or tier and not restored."""
+
+    reason = "archived"
+
+
+class EncryptedSourceError(PermanentError):
+    """The source object cannot be read with our keys: SSE-C (a customer key we do not have) or
+    SSE-KMS with a key the task role may not use."""
+
+    reason = "encrypted"
+
+
+class SourceBucketMissingError(Exception):
+    """The source bucket does not exist (or is not the one configured): nothing may be deleted
+    on the target on the strength of a 404 from it."""
 
 
 RETRYABLE_CODES = frozenset(

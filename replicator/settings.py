@@ -101,7 +101,20 @@ class Settings(OpsSettings):
     # Process-wide cap on part buffers in memory, whatever the number of objects in flight.
     max_buffer_mib: int = Field(default=128, ge=5, le=64 * 1024)
     max_pool_connections: int = Field(default=64, ge=1, le=1024)
+    # Per request (botocore's standard retry mode and the lean path): transport errors,
+    # throttling and 5xx only.
     max_attempts: int = Field(default=5, ge=1, le=20)
+    # Per object, on top of the requests' own retries: start the copy over when the source
+    # changed under it (SourceChanged, PreconditionFailed) or the upload vanished (NoSuchUpload) ...
+    source_changed_restarts: int = Field(default=3, ge=0, le=20)
+    # ... and when the bytes written did not verify (an integrity error).
+    integrity_restarts: int = Field(default=2, ge=0, le=20)
+    # Resume an interrupted multipart copy from the parts already uploaded (same source version).
+    resume_uploads: bool = True
+    # Also compute the whole-object MD5 while streaming and record it on the target (a
+    # metadata-only self-copy after a multipart upload where the MD5 was not known up front).
+    # Off: the ETag chain or the per-part Content-MD5 already proves every byte.
+    whole_object_md5: bool = False
     connect_timeout_seconds: float = Field(default=10, gt=0)
     read_timeout_seconds: float = Field(default=60, gt=0)
     copy_tags: bool = False
@@ -124,6 +137,10 @@ class Settings(OpsSettings):
     retry_backoff_base_seconds: float = Field(default=10, ge=0, le=3600)
     max_backoff_seconds: int = Field(default=300, ge=1, le=43200)
     metrics_interval_seconds: float = Field(default=60, gt=0)
+    # SQS lets a message's visibility be extended up to 12 hours after it was received; a copy
+    # still running this long after the receive stops (its upload is kept) and the message is
+    # handed on as a fresh one, so the copy resumes instead of starting over.
+    max_lease_seconds: int = Field(default=42_600, ge=60, le=43_200)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
