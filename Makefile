@@ -18,10 +18,11 @@ TF ?= terraform
 TF_DIR := terraform
 TF_VARS ?=
 DOCKER ?= docker
-IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo latest)
+# The image tag is the commit: the ECR repository is immutable and Terraform refuses "latest".
+IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 
 .PHONY: help setup lint format test test-unit test-integration test-faults check-infra demo bench \
-        migrate migrate-local status redrive package image push deploy destroy clean
+        migrate migrate-local status redrive package image-tag image push deploy destroy clean
 
 help:
 	@grep -E '^## ' Makefile | sed 's/^## //'
@@ -64,8 +65,9 @@ test-integration: setup
 test-faults: setup
 	$(PY) -m pytest tests/faults $(PYTEST_ARGS)
 
-## check-infra      static checks of terraform/ and the Dockerfile (checkov, hadolint); no terraform or docker needed
+## check-infra      terraform validate against the pinned hashicorp/aws schema (offline), checkov, hadolint; no terraform binary or docker needed
 check-infra: setup
+	$(PY) -m infra_check.validate $(TF_DIR)
 	$(CHECKOV_VENV)/bin/checkov -d $(TF_DIR) --compact --quiet --skip-download
 	$(CHECKOV_VENV)/bin/checkov -f Dockerfile --framework dockerfile --compact --quiet --skip-download
 	$(VENV)/bin/hadolint Dockerfile
@@ -98,8 +100,11 @@ package: setup
 	cd build/lambda && ../../$(PY) -m zipfile -c ../lambda_enqueue.zip *
 	@echo "built build/lambda_enqueue.zip for Python $(LAMBDA_PYTHON_VERSION) on $(LAMBDA_PLATFORM)"
 
+image-tag:
+	@test -n "$(IMAGE_TAG)" || { echo "IMAGE_TAG: not a git checkout; pass IMAGE_TAG=<tag>" >&2; exit 2; }
+
 ## image            docker build of the worker/migrate image
-image:
+image: image-tag
 	$(DOCKER) build --pull -t lyve-replicator:$(IMAGE_TAG) .
 
 ## push             push the image to the ECR repository created by terraform
@@ -111,9 +116,9 @@ push: image
 	$(DOCKER) push $$repo:$(IMAGE_TAG)
 
 ## deploy           package + terraform apply (ECR first) + image + push + apply with the new image tag
-deploy: package
+deploy: package image-tag
 	$(TF) -chdir=$(TF_DIR) init -input=false
-	$(TF) -chdir=$(TF_DIR) apply -input=false -target=aws_ecr_repository.this $(TF_VARS)
+	$(TF) -chdir=$(TF_DIR) apply -input=false -target=aws_ecr_repository.this -var image_tag=$(IMAGE_TAG) $(TF_VARS)
 	$(MAKE) push
 	$(TF) -chdir=$(TF_DIR) apply -input=false -var image_tag=$(IMAGE_TAG) $(TF_VARS)
 
@@ -124,8 +129,8 @@ migrate: setup
 	$(PY) -m migrate.ecs --outputs build/terraform-outputs.json --shards $(SHARDS) -- $(MIGRATE_ARGS)
 
 ## destroy          terraform destroy (the source bucket and the target are left alone)
-destroy:
-	$(TF) -chdir=$(TF_DIR) destroy $(TF_VARS)
+destroy: image-tag
+	$(TF) -chdir=$(TF_DIR) destroy -refresh=false -var image_tag=$(IMAGE_TAG) $(TF_VARS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,14 @@
 """S3 event -> FIFO SQS queue. S3 cannot notify a FIFO queue directly, so this thin Lambda does.
 
-Imports only the standard library, boto3 and the shared message model (the Lambda zip is small).
+It takes both of S3's event formats: bucket notifications and EventBridge events (see
+s3_events.py). Imports only the standard library, boto3 and the shared message model (the Lambda
+zip is small).
+
 Any message that cannot be enqueued after retries raises, so Lambda's async retry redelivers the
 whole event (the FIFO deduplication id makes the redelivery of already-sent records harmless).
+An event or record that is not a valid S3 event raises too, after the valid records of the same
+event are enqueued: once Lambda's retries are spent, its on-failure destination keeps the whole
+event, with the reason, in the enqueue-failures queue instead of it being dropped.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from lambda_enqueue.s3_events import parse_s3_event
+from lambda_enqueue.s3_events import RejectedRecord, parse_event
 from replicator.messages import ReplicationMessage
 
 BATCH_SIZE = 10  # SendMessageBatch limit
@@ -30,6 +36,19 @@ logger.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 
 class EnqueueError(RuntimeError):
     """Some messages could not be enqueued; raising makes Lambda retry the event."""
+
+
+class RejectedEventError(ValueError):
+    """The event, or some of its records, is not a valid S3 event. Raised after the valid
+    records are enqueued, so that Lambda hands the event to its on-failure destination."""
+
+    def __init__(self, rejected: Sequence[RejectedRecord]) -> None:
+        self.rejected = list(rejected)
+        # Positions and reasons only: a record may be huge or hostile.
+        details = "; ".join(
+            f"{'event' if r.index < 0 else f'record {r.index}'}: {r.reason}" for r in self.rejected
+        )
+        super().__init__(f"{len(self.rejected)} rejected: {details}")
 
 
 def _log(level: int, event: str, **fields: Any) -> None:
@@ -85,7 +104,8 @@ def send_messages(sqs: Any, queue_url: str, messages: Sequence[ReplicationMessag
 
 
 def handle_event(event: Any, sqs: Any, queue_url: str) -> dict[str, Any]:
-    parsed = parse_s3_event(event)
+    """Enqueue every valid record; then raise RejectedEventError if any was not valid."""
+    parsed = parse_event(event)
     if parsed.test_event:
         _log(logging.INFO, "test_event_ignored")
         return {"enqueued": 0, "rejected": 0, "ignored": 1}
@@ -95,6 +115,8 @@ def handle_event(event: Any, sqs: Any, queue_url: str) -> dict[str, Any]:
     sent = send_messages(sqs, queue_url, parsed.messages)
     summary = {"enqueued": sent, "rejected": len(parsed.rejected), "ignored": parsed.ignored}
     _log(logging.INFO, "event_enqueued", **summary)
+    if parsed.rejected:
+        raise RejectedEventError(parsed.rejected)
     return summary
 
 

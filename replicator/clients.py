@@ -23,9 +23,10 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
-# Accepted spellings of the two fields in the secret's JSON (ours first, then the old syncer's).
-_ACCESS_KEY_FIELDS = ("access_key_id", "aws_access_key_id", "AWS_ACCESS_KEY_ID", "lc_access_key")
-_SECRET_KEY_FIELDS = ("secret_access_key", "aws_secret_access_key", "AWS_SECRET_ACCESS_KEY", "lc_secret_key")
+# The two fields of the secret's JSON, one spelling each: ECS injects exactly these
+# (terraform/ecs.tf `valueFrom = "<secret>:access_key_id::"`), so the code reads no other.
+_ACCESS_KEY_FIELDS = ("access_key_id",)
+_SECRET_KEY_FIELDS = ("secret_access_key",)
 
 
 @dataclass(frozen=True)
@@ -106,14 +107,20 @@ def read_secret_credentials(session: boto3.session.Session, secret_id: str, vari
         raise StartupError(f"{variable}: secret {secret_id!r} is not a JSON object") from None
     if not isinstance(data, dict):
         raise StartupError(f"{variable}: secret {secret_id!r} is not a JSON object")
-    key_id = next((data[f] for f in _ACCESS_KEY_FIELDS if data.get(f)), None)
-    secret = next((data[f] for f in _SECRET_KEY_FIELDS if data.get(f)), None)
-    if not key_id or not secret:
+    expected = (*_ACCESS_KEY_FIELDS, *_SECRET_KEY_FIELDS)
+    values = [data.get(name) for name in expected]
+    register_secrets(v for name, v in data.items() if name in _SECRET_KEY_FIELDS and isinstance(v, str))
+    if not all(isinstance(v, str) and v for v in values):
+        # Field names only, never their values.
+        problems = [name for name, v in zip(expected, values, strict=True) if not (isinstance(v, str) and v)]
+        found = ", ".join(repr(str(name)) for name in sorted(data, key=str)) or "none"
         raise StartupError(
-            f"{variable}: secret {secret_id!r} must hold 'access_key_id' and 'secret_access_key'"
+            f"{variable}: secret {secret_id!r} must hold the string fields "
+            f"{' and '.join(map(repr, expected))}; missing or empty: {', '.join(map(repr, problems))}; "
+            f"fields found: {found}"
         )
-    register_secrets([secret])
-    return Credentials(str(key_id), str(secret))
+    key_id, secret = (str(v) for v in values)
+    return Credentials(key_id, secret)
 
 
 def _credentials(settings: Settings, session: boto3.session.Session, side: str) -> Credentials | None:

@@ -26,3 +26,11 @@ resource "aws_ecr_lifecycle_policy" "this" {
     }]
   })
 }
+
+# The image the tasks run: looked up by the tag `make push` pushed, so a plan fails here, naming
+# the tag, instead of pointing the service at an image that was never pushed; the task
+# definitions then pin its digest.
+data "aws_ecr_image" "worker" {
+  repository_name = aws_ecr_repository.this.name
+  image_tag       = var.image_tag
+}

@@ -64,7 +64,7 @@ resource "aws_iam_role_policy" "lambda" {
   policy = data.aws_iam_policy_document.lambda.json
 }
 
-# -- ECS task execution role: pull the image, write logs, resolve the target secret --
+# -- ECS task execution role: pull the image, write logs, resolve (and decrypt) the target secret --
 
 resource "aws_iam_role" "execution" {
   name               = "${var.name}-execution"
@@ -93,6 +93,22 @@ data "aws_iam_policy_document" "execution" {
     actions   = ["secretsmanager:GetSecretValue"]
     resources = [var.secret]
   }
+
+  # A secret encrypted with a customer-managed key: ECS decrypts it with this role, through
+  # Secrets Manager in the secret's own region only.
+  dynamic "statement" {
+    for_each = var.secret_kms_key_arn == null ? [] : [var.secret_kms_key_arn]
+    content {
+      sid       = "DecryptTargetCredentials"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["secretsmanager.${local.secret_region}.amazonaws.com"]
+      }
+    }
+  }
 }
 
 resource "aws_iam_role_policy" "execution" {
@@ -101,7 +117,7 @@ resource "aws_iam_role_policy" "execution" {
   policy = data.aws_iam_policy_document.execution.json
 }
 
-# -- the task role (worker and migrate): read the source bucket, use this queue --
+# -- the task role (worker and migrate): read the source bucket (and decrypt its objects), use this queue --
 
 resource "aws_iam_role" "task" {
   name               = "${var.name}-task"
@@ -130,6 +146,22 @@ data "aws_iam_policy_document" "task" {
       "sqs:GetQueueUrl",
     ]
     resources = [aws_sqs_queue.this.arn]
+  }
+
+  # SSE-KMS / DSSE-KMS objects: GetObject needs kms:Decrypt on the object's key (HEAD does not).
+  # Only through S3 in the bucket's region, so the role cannot decrypt anything else with them.
+  dynamic "statement" {
+    for_each = length(var.source_kms_key_arns) == 0 ? [] : [var.source_kms_key_arns]
+    content {
+      sid       = "DecryptSourceObjects"
+      actions   = ["kms:Decrypt"]
+      resources = statement.value
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["s3.${data.aws_s3_bucket.source.region}.amazonaws.com"]
+      }
+    }
   }
 }
 

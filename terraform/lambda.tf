@@ -1,5 +1,7 @@
 ################################################################################
-# S3 event -> enqueue Lambda -> FIFO queue (S3 cannot notify a FIFO queue directly)
+# S3 event (EventBridge rule or bucket notification) -> enqueue Lambda -> FIFO queue
+# (S3 cannot notify a FIFO queue, and an EventBridge target sets one fixed message group: the
+# Lambda sets one group per key)
 ################################################################################
 
 resource "aws_cloudwatch_log_group" "lambda" {
@@ -56,7 +58,23 @@ resource "aws_lambda_function_event_invoke_config" "enqueue" {
   }
 }
 
+################################################################################
+# The bucket's notification configuration. The API has one per bucket and this resource writes
+# it whole: apply replaces every other notification of the bucket and destroy removes them all.
+# So it exists only when Terraform may own the whole configuration: event_delivery =
+# "notification", or "eventbridge" with manage_bucket_eventbridge (EventBridge on, nothing else).
+# With plain "eventbridge" the bucket owner enables EventBridge delivery once (README) and this
+# module never writes the bucket's configuration.
+################################################################################
+
+locals {
+  deliver_by_notification    = var.event_delivery == "notification"
+  deliver_by_eventbridge     = var.event_delivery == "eventbridge"
+  manage_bucket_notification = local.deliver_by_notification || (local.deliver_by_eventbridge && var.manage_bucket_eventbridge)
+}
+
 resource "aws_lambda_permission" "s3" {
+  count          = local.deliver_by_notification ? 1 : 0
   statement_id   = "AllowSourceBucket"
   action         = "lambda:InvokeFunction"
   function_name  = aws_lambda_function.enqueue.function_name
@@ -66,13 +84,37 @@ resource "aws_lambda_permission" "s3" {
 }
 
 resource "aws_s3_bucket_notification" "this" {
-  bucket = data.aws_s3_bucket.source.id
+  count       = local.manage_bucket_notification ? 1 : 0
+  bucket      = data.aws_s3_bucket.source.id
+  eventbridge = local.deliver_by_eventbridge
 
-  lambda_function {
-    id                  = "${var.name}-replication"
-    lambda_function_arn = aws_lambda_function.enqueue.arn
-    events              = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:LifecycleExpiration:*"]
+  dynamic "lambda_function" {
+    for_each = local.deliver_by_notification ? [aws_lambda_function.enqueue.arn] : []
+    content {
+      id                  = "${var.name}-replication"
+      lambda_function_arn = lambda_function.value
+      events              = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:LifecycleExpiration:*"]
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = !(local.deliver_by_notification && var.manage_bucket_eventbridge)
+      error_message = "manage_bucket_eventbridge applies to event_delivery = \"eventbridge\" only."
+    }
   }
 
   depends_on = [aws_lambda_permission.s3]
+}
+
+# Addresses before delivery became selectable: moved, so that existing deployments keep the
+# configuration instead of deleting and recreating it (a delete would drop events meanwhile).
+moved {
+  from = aws_lambda_permission.s3
+  to   = aws_lambda_permission.s3[0]
+}
+
+moved {
+  from = aws_s3_bucket_notification.this
+  to   = aws_s3_bucket_notification.this[0]
 }

@@ -134,3 +134,22 @@ resource "aws_cloudwatch_metric_alarm" "oldest_message" {
   ok_actions          = local.alarm_actions
   tags                = local.tags
 }
+
+# Events the Lambda rejected (not valid S3 events) or could not enqueue after its retries, and
+# events EventBridge could not deliver: each concerns keys that may now differ on the target.
+resource "aws_cloudwatch_metric_alarm" "enqueue_failures" {
+  alarm_name          = "${var.name}-enqueue-failures"
+  alarm_description   = "S3 events were not enqueued (see the enqueue-failures queue for each event and its error); make migrate reconciles what they concerned"
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = aws_sqs_queue.lambda_failures.name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}

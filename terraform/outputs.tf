@@ -82,3 +82,13 @@ output "target_endpoint" {
   description = "The target endpoint."
   value       = var.endpoint
 }
+
+output "event_delivery" {
+  description = "How the bucket's events reach the enqueue Lambda: eventbridge or notification."
+  value       = var.event_delivery
+}
+
+output "eventbridge_rule_arn" {
+  description = "The EventBridge rule that feeds the enqueue Lambda (null with event_delivery = notification)."
+  value       = one(aws_cloudwatch_event_rule.this[*].arn)
+}

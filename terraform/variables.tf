@@ -42,10 +42,76 @@ variable "target_bucket" {
   }
 }
 
+variable "secret_kms_key_arn" {
+  description = "ARN of the customer-managed KMS key that encrypts the `secret` (null: the AWS-managed key aws/secretsmanager, which needs no grant). ECS reads the secret with the task execution role, which is then allowed kms:Decrypt on this key through Secrets Manager only."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.secret_kms_key_arn == null || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", var.secret_kms_key_arn))
+    error_message = "secret_kms_key_arn must be null or a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/KEY-ID); an alias ARN cannot be granted kms:Decrypt."
+  }
+}
+
+variable "source_kms_key_arns" {
+  description = "ARNs of the customer-managed KMS keys that encrypt objects in the source bucket (SSE-KMS, DSSE-KMS). Reading such an object needs kms:Decrypt on its key (HEAD does not), so without them GetObject fails with AccessDenied. The worker and migration tasks are allowed kms:Decrypt on these keys through S3 only. Keys of another account must also grant the task role in their key policy."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.source_kms_key_arns : can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", arn))])
+    error_message = "source_kms_key_arns must hold KMS key ARNs (arn:aws:kms:REGION:ACCOUNT:key/KEY-ID); alias ARNs cannot be granted kms:Decrypt."
+  }
+}
+
 variable "target_region" {
   description = "Region the target endpoint signs requests for (Lyve Cloud: the region in the endpoint name)."
   type        = string
   default     = "us-east-1"
+}
+
+################################################################################
+# How S3 events reach the enqueue Lambda
+################################################################################
+
+variable "event_delivery" {
+  description = "How the bucket's events reach the enqueue Lambda. \"eventbridge\" (the choice for a bucket that already has notifications): an EventBridge rule on the default bus; the bucket's notification configuration is left alone (the bucket owner enables EventBridge delivery once, see the README), so other notifications on the bucket are kept. \"notification\": an S3 bucket notification to the Lambda; Terraform then owns the bucket's whole notification configuration, so apply replaces and destroy removes every other notification of the bucket: only for buckets with no other notifications. Required, with no default: a deployment made before this choice existed must not switch delivery, and drop its bucket notification, just by being applied again."
+  type        = string
+  nullable    = false
+
+  validation {
+    condition     = contains(["eventbridge", "notification"], var.event_delivery)
+    error_message = "event_delivery must be \"eventbridge\" or \"notification\"."
+  }
+}
+
+variable "manage_bucket_eventbridge" {
+  description = "With event_delivery = \"eventbridge\": let Terraform turn on the bucket's EventBridge delivery itself. It does so by writing the bucket's whole notification configuration (EventBridge only), which removes every other notification of the bucket, and destroy turns EventBridge delivery off: only for buckets with no other notifications. false (default): the bucket owner enables it once, keeping the existing notifications (README)."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "eventbridge_retry_attempts" {
+  description = "Times EventBridge retries invoking the enqueue Lambda before the event goes to the enqueue-failures queue (its dead-letter queue)."
+  type        = number
+  default     = 185
+
+  validation {
+    condition     = var.eventbridge_retry_attempts >= 0 && var.eventbridge_retry_attempts <= 185
+    error_message = "eventbridge_retry_attempts must be between 0 and 185."
+  }
+}
+
+variable "eventbridge_max_event_age_seconds" {
+  description = "How long EventBridge keeps retrying an event it could not hand to the enqueue Lambda, in seconds."
+  type        = number
+  default     = 86400
+
+  validation {
+    condition     = var.eventbridge_max_event_age_seconds >= 60 && var.eventbridge_max_event_age_seconds <= 86400
+    error_message = "eventbridge_max_event_age_seconds must be between 60 and 86400 (24 h)."
+  }
 }
 
 ################################################################################
@@ -104,9 +170,14 @@ variable "tags" {
 ################################################################################
 
 variable "image_tag" {
-  description = "Tag of the worker image in the ECR repository created here (make push sets it)."
+  description = "Tag of the worker image in the ECR repository created here, as `make push` pushed it (the short commit id). Required: the repository's tags are immutable and nothing pushes `latest`; the image must exist in the repository before the service is pointed at it (looked up, and pinned by digest)."
   type        = string
-  default     = "latest"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag)) && lower(var.image_tag) != "latest"
+    error_message = "image_tag must be the tag `make push` pushed (e.g. the short commit id): 1-128 characters of A-Z, a-z, 0-9, '_', '.' and '-', and not \"latest\" (the repository's tags are immutable and `latest` is never pushed)."
+  }
 }
 
 variable "lambda_zip_path" {

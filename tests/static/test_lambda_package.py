@@ -38,10 +38,11 @@ class RecordingSQS:
         self.entries.extend(Entries)
         return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
 
-sqs = RecordingSQS()
-event = json.load(open(sys.argv[1]))
-print(json.dumps({"result": handle_event(event, sqs, "https://sqs.example/q.fifo"),
-                  "bodies": [json.loads(e["MessageBody"]) for e in sqs.entries]}))
+for path in sys.argv[1:]:
+    sqs = RecordingSQS()
+    event = json.load(open(path))
+    print(json.dumps({"result": handle_event(event, sqs, "https://sqs.example/q.fifo"),
+                      "bodies": [json.loads(e["MessageBody"]) for e in sqs.entries]}))
 import pydantic, boto3
 assert "site-packages" not in pydantic.__file__, pydantic.__file__  # from the zip, not the venv
 """
@@ -78,10 +79,13 @@ def test_package_imports_and_runs_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "boto3"], check=True, timeout=300)
     script = tmp_path / "run.py"
     script.write_text(RUN_HANDLER)
-    event = tmp_path / "event.json"
-    event.write_text((ROOT / "tests" / "events" / "s3_put.json").read_text())
+    # The same change in both of S3's formats: a bucket notification and an EventBridge event.
+    events = []
+    for name in ("s3_put.json", "eventbridge_object_created.json"):
+        events.append(tmp_path / name)
+        events[-1].write_text((ROOT / "tests" / "events" / name).read_text())
     result = subprocess.run(
-        [str(venv / "bin" / "python"), str(script), str(event)],
+        [str(venv / "bin" / "python"), str(script), *map(str, events)],
         cwd=tmp_path / "task",
         capture_output=True,
         text=True,
@@ -92,6 +96,7 @@ def test_package_imports_and_runs_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     import json
 
-    output = json.loads(result.stdout.splitlines()[0])
-    assert output["result"]["enqueued"] == 1
-    assert output["bodies"][0]["key"] == "photos/red flower.jpg"
+    notification, eventbridge = (json.loads(line) for line in result.stdout.splitlines()[:2])
+    assert notification["result"]["enqueued"] == eventbridge["result"]["enqueued"] == 1
+    assert notification["bodies"][0]["key"] == "photos/red flower.jpg"
+    assert eventbridge["bodies"] == notification["bodies"]

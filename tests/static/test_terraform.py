@@ -1,19 +1,30 @@
 """Static checks of terraform/: every file parses, and the wiring is what the pipeline needs.
 
-No terraform binary runs here: `terraform validate` / `plan` are not part of this suite.
+`terraform validate` against the provider's schema runs in test_terraform_validate.py; plan does
+not run here. Where a resource exists only in some configurations (`count`), or a variable's
+validation decides, the expression is evaluated here for each configuration by `evaluate` below:
+a small reader of the HCL expression subset these files use in counts, locals and validations.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hcl2
 import pytest
 
-TF = Path(__file__).resolve().parents[2] / "terraform"
+from replicator.clients import _ACCESS_KEY_FIELDS, _SECRET_KEY_FIELDS
+
+ROOT = Path(__file__).resolve().parents[2]
+TF = ROOT / "terraform"
+EVENTS = ROOT / "tests" / "events"
+CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
 
 def _unquote(value: Any) -> Any:
@@ -89,13 +100,241 @@ def variables() -> dict[str, dict[str, Any]]:
     return {k.strip('"'): v for item in CONFIG["variable"] for k, v in item.items()}
 
 
+def locals_() -> dict[str, Any]:
+    return {k: v for item in CONFIG["locals"] for k, v in item.items()}
+
+
+# -- evaluating the expressions of counts, locals and validations ------------------------------
+
+_TOKEN = re.compile(
+    r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>\d+)|(?P<op>==|!=|<=|>=|&&|\|\||[!?:()\[\]{},=<>])"""
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_][A-Za-z0-9_-]*)*))"
+)
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A value known only after apply (a resource attribute): opaque, and truthy."""
+
+    reference: str
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.tokens: list[tuple[str, str]] = []
+        position = 0
+        while position < len(text.rstrip()):
+            match = _TOKEN.match(text, position)
+            assert match and match.end() > position, f"cannot read {text[position:]!r}"
+            kind = match.lastgroup or ""
+            self.tokens.append((kind, match.group(kind)))
+            position = match.end()
+        self.at = 0
+
+    def peek(self, value: str | None = None) -> bool:
+        return self.at < len(self.tokens) and (value is None or self.tokens[self.at][1] == value)
+
+    def take(self, value: str | None = None) -> tuple[str, str]:
+        assert self.peek(value), f"expected {value!r} at {self.tokens[self.at :]}"
+        self.at += 1
+        return self.tokens[self.at - 1]
+
+    def expression(self) -> Any:
+        condition = self.binary(0)
+        if self.peek("?"):
+            self.take("?")
+            then = self.expression()
+            self.take(":")
+            return ("if", condition, then, self.expression())
+        return condition
+
+    LEVELS = (("||",), ("&&",), ("==", "!="), ("<", "<=", ">", ">="))
+
+    def binary(self, level: int) -> Any:
+        if level == len(self.LEVELS):
+            return self.unary()
+        left = self.binary(level + 1)
+        while self.at < len(self.tokens) and self.tokens[self.at][1] in self.LEVELS[level]:
+            operator = self.take()[1]
+            left = (operator, left, self.binary(level + 1))
+        return left
+
+    def unary(self) -> Any:
+        if self.peek("!"):
+            self.take("!")
+            return ("!", self.unary())
+        node = self.primary()
+        while self.peek("["):  # index: split(":", x)[3]
+            self.take("[")
+            node = ("index", node, self.expression())
+            self.take("]")
+        return node
+
+    def primary(self) -> Any:
+        kind, value = self.take()
+        if kind == "str":
+            return ("lit", json.loads(value))
+        if kind == "num":
+            return ("lit", int(value))
+        if value == "(":
+            node = self.expression()
+            self.take(")")
+            return node
+        if value == "[":
+            if self.peek("for"):
+                self.take("for")
+                name = self.take()[1]
+                self.take("in")
+                collection = self.expression()
+                self.take(":")
+                body = self.expression()
+                self.take("]")
+                return ("for", name, collection, body)
+            items = []
+            while not self.peek("]"):
+                items.append(self.expression())
+                if self.peek(","):
+                    self.take(",")
+            self.take("]")
+            return ("list", items)
+        if value == "{":
+            fields = []
+            while not self.peek("}"):
+                key_kind, key = self.take()
+                self.take("=")
+                fields.append((json.loads(key) if key_kind == "str" else key, self.expression()))
+                if self.peek(","):
+                    self.take(",")
+            self.take("}")
+            return ("object", fields)
+        assert kind == "name", value
+        if value in ("true", "false", "null"):
+            return ("lit", {"true": True, "false": False, "null": None}[value])
+        if self.peek("("):
+            self.take("(")
+            arguments = []
+            while not self.peek(")"):
+                arguments.append(self.expression())
+                if self.peek(","):
+                    self.take(",")
+            self.take(")")
+            return ("call", value, arguments)
+        return ("ref", value)
+
+
+def _regex(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    if match is None:
+        raise ValueError(f"{pattern!r} does not match {text!r}")
+    return match.group(0)
+
+
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "jsonencode": lambda value: value,
+    "length": len,
+    "contains": lambda values, value: value in values,
+    "alltrue": all,
+    "lower": str.lower,
+    "regex": _regex,
+    "split": lambda separator, text: text.split(separator),
+}
+
+
+def evaluate(expression: Any, **values: Any) -> Any:
+    """The value of one attribute's expression, with these variables (others: their default)."""
+    scope = {name: body.get("default") for name, body in variables().items()} | values
+    return _evaluate_attribute(expression, scope)
+
+
+def _evaluate_attribute(expression: Any, scope: dict[str, Any]) -> Any:
+    if not isinstance(expression, str) or not expression.startswith("${") or expression.count("${") > 1:
+        return expression  # a literal, or a template (not evaluated here)
+    return _evaluate(_Parser(expression[2:-1]).expression(), scope, {})
+
+
+def _evaluate(node: Any, scope: dict[str, Any], names: dict[str, Any]) -> Any:
+    kind = node[0]
+    if kind == "lit":
+        return node[1]
+    if kind == "ref":
+        path = node[1].split(".")
+        if path[0] == "var":
+            return scope[path[1]]
+        if path[0] == "local":
+            return _evaluate_attribute(locals_()[path[1]], scope)
+        return names.get(node[1], Unknown(node[1]))
+    if kind == "list":
+        return [_evaluate(item, scope, names) for item in node[1]]
+    if kind == "object":
+        return {key: _evaluate(value, scope, names) for key, value in node[1]}
+    if kind == "for":
+        _, name, collection, body = node
+        return [_evaluate(body, scope, names | {name: item}) for item in _evaluate(collection, scope, names)]
+    if kind == "if":
+        branch = node[2] if _evaluate(node[1], scope, names) else node[3]
+        return _evaluate(branch, scope, names)
+    if kind == "!":
+        return not _evaluate(node[1], scope, names)
+    if kind == "index":
+        return _evaluate(node[1], scope, names)[_evaluate(node[2], scope, names)]
+    if kind == "call":
+        if node[1] == "can":
+            try:
+                _evaluate(node[2][0], scope, names)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                return False
+            return True
+        return _FUNCTIONS[node[1]](*(_evaluate(argument, scope, names) for argument in node[2]))
+    left = _evaluate(node[1], scope, names)
+    if kind == "&&":
+        return bool(left) and bool(_evaluate(node[2], scope, names))
+    if kind == "||":
+        return bool(left) or bool(_evaluate(node[2], scope, names))
+    right = _evaluate(node[2], scope, names)
+    comparisons: dict[str, Callable[[Any, Any], bool]] = {
+        "==": lambda a, b: bool(a == b),
+        "!=": lambda a, b: bool(a != b),
+        "<": lambda a, b: bool(a < b),
+        "<=": lambda a, b: bool(a <= b),
+        ">": lambda a, b: bool(a > b),
+        ">=": lambda a, b: bool(a >= b),
+    }
+    return comparisons[kind](left, right)
+
+
+def count(kind: str, name: str, **values: Any) -> int:
+    body = one(kind, name)
+    return int(evaluate(body["count"], **values)) if "count" in body else 1
+
+
+def valid(variable: str, value: Any) -> bool:
+    """Whether every validation of `variable` accepts `value`."""
+    return all(
+        evaluate(rule["condition"], **{variable: value}) for rule in variables()[variable]["validation"]
+    )
+
+
+def test_the_evaluator_reads_these_expressions() -> None:
+    assert evaluate('${var.a == "x" ? 1 : 0}', a="x") == 1
+    assert evaluate("${!(var.a && var.b) || var.a}", a=False, b=True) is True
+    assert evaluate('${[for v in var.a : can(regex("^k", v))]}', a=["k1", "j"]) == [True, False]
+    assert evaluate('${jsonencode({"d-t" = ["A"], b = {n = [var.a]}})}', a="z") == {
+        "d-t": ["A"],
+        "b": {"n": ["z"]},
+    }
+    assert evaluate('${split(":", var.a)[3]}', a="arn:aws:sm:eu-west-1:1") == "eu-west-1"
+    assert evaluate("${aws_sqs_queue.this.arn}") == Unknown("aws_sqs_queue.this.arn")
+
+
 def test_every_variable_is_typed_and_described() -> None:
     for name, body in variables().items():
         assert body.get("type"), name
         assert len(body.get("description", "")) > 10, name
 
 
-@pytest.mark.parametrize("name", ["bucket", "secret", "endpoint", "target_bucket"])
+@pytest.mark.parametrize(
+    "name", ["bucket", "secret", "endpoint", "target_bucket", "image_tag", "event_delivery"]
+)
 def test_required_inputs_exist_with_validation(name: str) -> None:
     body = variables()[name]
     assert "default" not in body
@@ -113,14 +352,171 @@ def test_every_output_is_described() -> None:
             assert body.get("description"), name
 
 
-def test_notification_goes_to_the_lambda_for_creates_and_deletes() -> None:
+# -- how events reach the Lambda: EventBridge (default) or a bucket notification ---------------
+
+EVENTBRIDGE_ONLY = [
+    ("aws_cloudwatch_event_rule", "this"),
+    ("aws_cloudwatch_event_target", "this"),
+    ("aws_lambda_permission", "eventbridge"),
+    ("aws_sqs_queue_policy", "lambda_failures"),
+]
+MODES = [
+    {"event_delivery": "eventbridge", "manage_bucket_eventbridge": False},
+    {"event_delivery": "eventbridge", "manage_bucket_eventbridge": True},
+    {"event_delivery": "notification", "manage_bucket_eventbridge": False},
+]
+
+
+def test_delivery_is_a_required_choice_and_eventbridge_leaves_the_bucket_configuration_alone() -> None:
+    # Required: a deployment from before the choice existed must not switch (and drop its bucket
+    # notification) just by being applied again.
+    delivery = variables()["event_delivery"]
+    assert "default" not in delivery and delivery["nullable"] is False
+    assert valid("event_delivery", "eventbridge") and valid("event_delivery", "notification")
+    assert not valid("event_delivery", "sqs") and not valid("event_delivery", "")
+    assert variables()["manage_bucket_eventbridge"]["default"] is False
+    # EventBridge with the other defaults writes nothing on the bucket.
+    assert count("aws_s3_bucket_notification", "this", event_delivery="eventbridge") == 0
+    assert all(count(kind, name, event_delivery="eventbridge") == 1 for kind, name in EVENTBRIDGE_ONLY)
+
+
+@pytest.mark.parametrize(
+    "mode", MODES, ids=lambda m: f"{m['event_delivery']}-manage={m['manage_bucket_eventbridge']}"
+)
+def test_each_delivery_mode_creates_only_its_own_resources(mode: dict[str, Any]) -> None:
+    eventbridge = mode["event_delivery"] == "eventbridge"
+    for kind, name in EVENTBRIDGE_ONLY:
+        assert count(kind, name, **mode) == int(eventbridge), (kind, name)
+    assert count("aws_lambda_permission", "s3", **mode) == int(not eventbridge)
+    # The bucket's notification configuration is written (whole) only when Terraform may own it.
+    owns_configuration = not eventbridge or mode["manage_bucket_eventbridge"]
+    assert count("aws_s3_bucket_notification", "this", **mode) == int(owns_configuration)
     notification = one("aws_s3_bucket_notification", "this")
-    function = notification["lambda_function"][0]
-    assert "aws_lambda_function.enqueue.arn" in function["lambda_function_arn"]
-    assert {"s3:ObjectCreated:*", "s3:ObjectRemoved:*"} <= set(function["events"])
+    assert evaluate(notification["eventbridge"], **mode) is eventbridge
+    [lambda_function] = [d["lambda_function"] for d in notification["dynamic"]]
+    assert len(evaluate(lambda_function["for_each"], **mode)) == int(not eventbridge)
+    [precondition] = notification["lifecycle"][0]["precondition"]
+    assert evaluate(precondition["condition"], **mode) is True
+
+
+def test_managing_eventbridge_is_refused_in_notification_mode() -> None:
+    notification = one("aws_s3_bucket_notification", "this")
+    [precondition] = notification["lifecycle"][0]["precondition"]
+    assert (
+        evaluate(precondition["condition"], event_delivery="notification", manage_bucket_eventbridge=True)
+        is False
+    )
+    assert "eventbridge" in precondition["error_message"]
+
+
+def test_notification_mode_goes_to_the_lambda_for_creates_and_deletes() -> None:
+    notification = one("aws_s3_bucket_notification", "this")
+    [dynamic] = [d["lambda_function"] for d in notification["dynamic"]]
+    assert evaluate(dynamic["for_each"], event_delivery="notification") == [
+        Unknown("aws_lambda_function.enqueue.arn")
+    ]
+    function = dynamic["content"][0]
+    assert function["lambda_function_arn"] == "${lambda_function.value}"
+    assert {"s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:LifecycleExpiration:*"} <= set(function["events"])
     permission = one("aws_lambda_permission", "s3")
     assert permission["principal"] == "s3.amazonaws.com"
+    assert permission["source_arn"] == "${data.aws_s3_bucket.source.arn}"
     assert "aws_lambda_permission.s3" in text(notification["depends_on"])
+
+
+def test_existing_deployments_keep_their_notification_when_it_gained_a_count() -> None:
+    moved = {(m["from"], m["to"]) for m in CONFIG["moved"]}
+    assert ("${aws_s3_bucket_notification.this}", "${aws_s3_bucket_notification.this[0]}") in moved
+    assert ("${aws_lambda_permission.s3}", "${aws_lambda_permission.s3[0]}") in moved
+
+
+def _matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
+    """EventBridge matching for patterns of exact values (all this rule uses)."""
+    for field, wanted in pattern.items():
+        value = event.get(field) if isinstance(event, dict) else None
+        if isinstance(wanted, dict):
+            if not isinstance(value, dict) or not _matches(wanted, value):
+                return False
+        elif value not in wanted:
+            return False
+    return True
+
+
+def test_the_rule_matches_created_and_deleted_objects_of_this_bucket_only() -> None:
+    rule = one("aws_cloudwatch_event_rule", "this")
+    assert rule["event_bus_name"] == "default"
+    pattern = evaluate(rule["event_pattern"], bucket="source-bucket")
+    assert pattern == {
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created", "Object Deleted"],
+        "detail": {"bucket": {"name": ["source-bucket"]}},
+    }
+    created = json.loads((EVENTS / "eventbridge_object_created.json").read_text())
+    deleted = json.loads((EVENTS / "eventbridge_object_deleted.json").read_text())
+    assert _matches(pattern, created) and _matches(pattern, deleted)
+    other_bucket = {**created, "detail": {**created["detail"], "bucket": {"name": "other-bucket"}}}
+    restored = {**created, "detail-type": "Object Restore Completed"}
+    assert not _matches(pattern, other_bucket) and not _matches(pattern, restored)
+
+
+def test_the_rule_invokes_the_lambda_with_retries_and_a_dead_letter_queue() -> None:
+    target = one("aws_cloudwatch_event_target", "this")
+    assert target["rule"] == "${aws_cloudwatch_event_rule.this[0].name}"
+    assert target["arn"] == "${aws_lambda_function.enqueue.arn}"
+    retry = target["retry_policy"][0]
+    assert evaluate(retry["maximum_retry_attempts"]) == 185
+    assert evaluate(retry["maximum_event_age_in_seconds"]) == 86400
+    assert target["dead_letter_config"][0]["arn"] == "${aws_sqs_queue.lambda_failures.arn}"
+    assert not valid("eventbridge_retry_attempts", 186) and not valid("eventbridge_max_event_age_seconds", 59)
+    permission = one("aws_lambda_permission", "eventbridge")
+    assert permission["principal"] == "events.amazonaws.com"
+    assert permission["action"] == "lambda:InvokeFunction"
+    assert permission["source_arn"] == "${aws_cloudwatch_event_rule.this[0].arn}"
+    # Lambda's own async retries and on-failure destination apply to EventBridge's invocations.
+    invoke = one("aws_lambda_function_event_invoke_config", "enqueue")
+    assert "aws_sqs_queue.lambda_failures.arn" in text(invoke["destination_config"])
+
+
+@pytest.mark.parametrize("delivery", ["eventbridge", "notification"])
+def test_checkov_passes_in_each_delivery_mode(delivery: str, tmp_path: Path) -> None:
+    # Without a value for the required `event_delivery`, checkov cannot resolve the counts and
+    # leaves the resources that depend on it out of its scan: give it each value in turn.
+    var_file = tmp_path / "delivery.tfvars"
+    var_file.write_text(f'event_delivery = "{delivery}"\n')
+    arguments = ["-d", "terraform", "--var-file", str(var_file), "--framework", "terraform"]
+    result = subprocess.run(
+        [str(CHECKOV), *arguments, "--output", "json", "--skip-download"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    report = json.loads(result.stdout)
+    failed = report["results"]["failed_checks"]
+    assert failed == [], [(c["check_id"], c["resource"]) for c in failed]
+    scanned = {c["resource"] for c in report["results"]["passed_checks"]}
+    assert {
+        "aws_lambda_permission.eventbridge",
+        "aws_lambda_permission.s3",
+        "aws_sqs_queue_policy.lambda_failures",
+        "aws_lambda_function.enqueue",
+    } <= scanned
+
+
+def test_eventbridge_may_write_dead_letters_for_this_rule_only() -> None:
+    policy = one("aws_sqs_queue_policy", "lambda_failures")
+    assert policy["queue_url"] == "${aws_sqs_queue.lambda_failures.id}"
+    assert policy["policy"] == "${data.aws_iam_policy_document.lambda_failures[0].json}"
+    [statement] = [s for n, s in _statements() if n == "lambda_failures"]
+    assert statement["actions"] == ["sqs:SendMessage"]
+    assert statement["resources"] == ["${aws_sqs_queue.lambda_failures.arn}"]
+    assert statement["principals"][0] == {"type": "Service", "identifiers": ["events.amazonaws.com"]}
+    assert statement["condition"][0] == {
+        "test": "ArnEquals",
+        "variable": "aws:SourceArn",
+        "values": ["${aws_cloudwatch_event_rule.this[0].arn}"],
+    }
 
 
 def test_lambda_sends_to_the_fifo_queue_and_keeps_failures() -> None:
@@ -208,6 +604,7 @@ def test_step_policies_scale_from_and_to_zero() -> None:
 
 
 def _statements() -> list[tuple[str, dict[str, Any]]]:
+    """Every statement of every policy document, the conditional (`dynamic`) ones included."""
     found = []
     for item in CONFIG.get("data", []):
         for dtype, named in item.items():
@@ -216,7 +613,24 @@ def _statements() -> list[tuple[str, dict[str, Any]]]:
             for name, body in named.items():
                 for statement in body.get("statement", []):
                     found.append((name.strip('"'), statement))
+                for dynamic in body.get("dynamic", []):
+                    for statement in dynamic.get("statement", {}).get("content", []):
+                        found.append((name.strip('"'), statement))
     return found
+
+
+def _dynamic_statement(document: str, sid: str) -> dict[str, Any]:
+    """The `dynamic "statement"` block (for_each and content) holding this sid."""
+    [body] = [
+        b
+        for item in CONFIG["data"]
+        for t, named in item.items()
+        if t == "aws_iam_policy_document"
+        for n, b in named.items()
+        if n == document
+    ]
+    [block] = [d["statement"] for d in body.get("dynamic", []) if d["statement"]["content"][0]["sid"] == sid]
+    return block  # type: ignore[no-any-return]
 
 
 def test_no_wildcard_actions_anywhere() -> None:
@@ -227,7 +641,9 @@ def test_no_wildcard_actions_anywhere() -> None:
 
 def test_task_role_reads_only_the_source_bucket_and_uses_only_this_queue() -> None:
     task = {s.get("sid"): s for n, s in _statements() if n == "task"}
-    for statement in task.values():
+    for sid, statement in task.items():
+        if sid == "DecryptSourceObjects":  # below: the source's KMS keys, through S3 only
+            continue
         for resource in statement["resources"]:
             assert "data.aws_s3_bucket.source.arn" in resource or "aws_sqs_queue.this.arn" in resource
         for action in statement["actions"]:
@@ -262,6 +678,10 @@ def test_dashboard_and_alarms_watch_the_queue_and_the_dlq() -> None:
     ):
         assert metric in dashboard, metric
     assert "aws_sqs_queue.dlq.name" in text(one("aws_cloudwatch_metric_alarm", "dlq_not_empty"))
+    # Events rejected or not enqueued are kept in the enqueue-failures queue: someone must know.
+    failures = one("aws_cloudwatch_metric_alarm", "enqueue_failures")
+    assert failures["dimensions"] == {"QueueName": "${aws_sqs_queue.lambda_failures.name}"}
+    assert (failures["comparison_operator"], failures["threshold"]) == ("GreaterThanThreshold", 0)
     oldest = one("aws_cloudwatch_metric_alarm", "oldest_message")
     assert oldest["metric_name"] == "ApproximateAgeOfOldestMessage"
 
@@ -273,3 +693,114 @@ def test_every_checkov_skip_has_a_written_reason() -> None:
                 check, _, reason = line.split("checkov:skip=")[1].partition(":")
                 assert re.match(r"CKV2?_AWS_\d+", check)
                 assert len(reason.strip()) > 20, line
+
+
+# -- SSE-KMS: the source's keys for the task role, the secret's key for the execution role ------
+
+KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+MULTI_REGION_KEY = "arn:aws:kms:us-east-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab"
+ALIAS = "arn:aws:kms:eu-west-1:123456789012:alias/source-objects"
+
+
+def test_kms_key_variables_take_key_arns_only() -> None:
+    keys, secret_key = variables()["source_kms_key_arns"], variables()["secret_kms_key_arn"]
+    assert keys["type"] == "${list(string)}" and keys["default"] == []
+    assert secret_key["type"] == "string" and secret_key["default"] is None
+    assert valid("source_kms_key_arns", []) and valid("source_kms_key_arns", [KEY, MULTI_REGION_KEY])
+    assert not valid("source_kms_key_arns", [KEY, ALIAS])
+    assert not valid("source_kms_key_arns", ["1234abcd-12ab-34cd-56ef-1234567890ab"])
+    assert valid("secret_kms_key_arn", None) and valid("secret_kms_key_arn", MULTI_REGION_KEY)
+    assert not valid("secret_kms_key_arn", ALIAS)
+
+
+def test_task_role_decrypts_source_objects_through_s3_only() -> None:
+    block = _dynamic_statement("task", "DecryptSourceObjects")
+    # Present exactly when keys are given.
+    assert evaluate(block["for_each"]) == []
+    assert evaluate(block["for_each"], source_kms_key_arns=[KEY]) == [[KEY]]
+    statement = block["content"][0]
+    assert statement["actions"] == ["kms:Decrypt"]
+    assert statement["resources"] == "${statement.value}"
+    assert statement["condition"] == [
+        {
+            "test": "StringEquals",
+            "variable": "kms:ViaService",
+            "values": ["s3.${data.aws_s3_bucket.source.region}.amazonaws.com"],
+        }
+    ]
+    # The migration tasks run with the same task role as the worker.
+    for task in ("worker", "migrate"):
+        assert one("aws_ecs_task_definition", task)["task_role_arn"] == "${aws_iam_role.task.arn}"
+
+
+def test_execution_role_decrypts_the_secret_through_secrets_manager_only() -> None:
+    block = _dynamic_statement("execution", "DecryptTargetCredentials")
+    assert evaluate(block["for_each"]) == []
+    assert evaluate(block["for_each"], secret_kms_key_arn=MULTI_REGION_KEY) == [MULTI_REGION_KEY]
+    statement = block["content"][0]
+    assert statement["actions"] == ["kms:Decrypt"]
+    assert statement["resources"] == ["${statement.value}"]
+    assert statement["condition"] == [
+        {
+            "test": "StringEquals",
+            "variable": "kms:ViaService",
+            "values": ["secretsmanager.${local.secret_region}.amazonaws.com"],
+        }
+    ]
+    secret = "arn:aws:secretsmanager:ap-southeast-2:123456789012:secret:lyve-credentials-AbCdEf"
+    assert evaluate(locals_()["secret_region"], secret=secret) == "ap-southeast-2"
+    for task in ("worker", "migrate"):
+        assert one("aws_ecs_task_definition", task)["execution_role_arn"] == "${aws_iam_role.execution.arn}"
+
+
+# -- the image: a tag that was pushed, pinned by digest -----------------------------------------
+
+
+@pytest.mark.parametrize("tag", ["latest", "LATEST", "", "bad tag", "-leading", "x" * 129])
+def test_image_tag_refuses_latest_and_malformed_tags(tag: str) -> None:
+    assert not valid("image_tag", tag)
+
+
+@pytest.mark.parametrize("tag", ["ad0391f", "v1.2.3", "release_2026-11-21", "x" * 128])
+def test_image_tag_takes_the_tags_make_push_pushes(tag: str) -> None:
+    assert valid("image_tag", tag)
+
+
+def test_tasks_run_the_pushed_image_pinned_by_its_digest() -> None:
+    body = variables()["image_tag"]
+    assert "default" not in body and body["nullable"] is False
+    image = [
+        d
+        for item in CONFIG["data"]
+        for t, named in item.items()
+        if t == "aws_ecr_image"
+        for d in named.values()
+    ]
+    assert image == [{"repository_name": "${aws_ecr_repository.this.name}", "image_tag": "${var.image_tag}"}]
+    assert (
+        locals_()["image"]
+        == "${aws_ecr_repository.this.repository_url}@${data.aws_ecr_image.worker.image_digest}"
+    )
+    for task in ("worker", "migrate"):
+        assert "local.image" in _containers(one("aws_ecs_task_definition", task))
+    assert one("aws_ecr_repository", "this")["image_tag_mutability"] == "IMMUTABLE"
+
+
+# -- the target secret's field names: one spelling in the code, ECS and the docs ----------------
+
+
+def test_secret_field_names_are_the_same_in_ecs_the_code_and_the_docs() -> None:
+    injected = {}
+    for secret in locals_()["target_secrets"]:
+        match = re.fullmatch(r"\$\{var\.secret\}:([A-Za-z0-9_]+)::", secret["valueFrom"])
+        assert match, secret["valueFrom"]
+        injected[secret["name"]] = match.group(1)
+    assert injected == {
+        "TARGET_ACCESS_KEY_ID": _ACCESS_KEY_FIELDS[0],
+        "TARGET_SECRET_ACCESS_KEY": _SECRET_KEY_FIELDS[0],
+    }
+    assert (_ACCESS_KEY_FIELDS, _SECRET_KEY_FIELDS) == (("access_key_id",), ("secret_access_key",))
+    expected_json = f'{{\\"{_ACCESS_KEY_FIELDS[0]}\\": \\"...\\", \\"{_SECRET_KEY_FIELDS[0]}\\": \\"...\\"}}'
+    assert expected_json in variables()["secret"]["description"]
+    readme = (ROOT / "README.md").read_text()
+    assert f'{{"{_ACCESS_KEY_FIELDS[0]}":"...","{_SECRET_KEY_FIELDS[0]}":"..."}}' in readme
