@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.client import HTTPException
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from botocore.exceptions import (
     ClientError,
@@ -16,16 +16,12 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import RetryCallState, Retrying, retry_base, stop_never, wait_exponential, wait_random
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ProtocolError
+
+if TYPE_CHECKING:
+    from replicator.objects import ObjectInfo
 
 
 class StartupError(Exception):
@@ -95,6 +91,9 @@ class SourceBucketMissingError(Exception):
     on the target on the strength of a 404 from it."""
 
 
+# -- classification ------------------------------------------------------------------------------
+
+# Request level: worth sending the same request again (throttling, server-side trouble).
 RETRYABLE_CODES = frozenset(
     {
         "SlowDown",
@@ -108,8 +107,6 @@ RETRYABLE_CODES = frozenset(
         "500",
         "502",
         "504",
-        "PreconditionFailed",  # source changed under an If-Match read: look again
-        "NoSuchUpload",  # upload aborted concurrently (stale-upload cleanup): start over
     }
 )
 
@@ -125,9 +122,18 @@ TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
     HTTPException,
-    SourceChangedError,
 )
 
+# Object level: the object must be looked at and copied again from the start.
+SOURCE_CHANGED_CODES = frozenset(
+    {
+        "PreconditionFailed",  # the source changed under an If-Match read
+        "412",
+        "NoSuchUpload",  # the upload was aborted concurrently (stale-upload cleanup)
+    }
+)
+# The target refused bytes that did not match their checksum: corrupted on the way.
+INTEGRITY_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
 
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
@@ -138,24 +144,101 @@ def error_code(exc: BaseException) -> str | None:
     return None
 
 
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
 def is_not_found(exc: BaseException) -> bool:
     """The object (or its version) is not there: HEAD answers a bare 404, GET NoSuchKey."""
     return error_code(exc) in NOT_FOUND_CODES
 
 
 def is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, CancelledError):
+    """Request level: the same request may succeed if sent again (transport errors, throttling,
+    5xx). A changed source, a vanished upload or corrupted bytes need the object started over
+    (see object_restart_kind); repeating one request cannot fix them."""
+    if isinstance(exc, CopyError):
         return False
-    if isinstance(exc, (*TRANSIENT_EXCEPTIONS, IntegrityError)):  # corrupted transfer: try again
+    if isinstance(exc, TRANSIENT_EXCEPTIONS):
         return True
     if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return error_code(exc) in RETRYABLE_CODES or status >= 500
+        return error_code(exc) in RETRYABLE_CODES or _status(exc) >= 500
     return False
+
+
+SOURCE_CHANGED = "source_changed"
+INTEGRITY = "integrity"
+
+
+def object_restart_kind(exc: BaseException) -> str | None:
+    """Object level: which restart budget this failure draws on, or None when starting the
+    object over cannot help (a shutdown, a permanent refusal) or the request level already
+    retried it (transport errors, throttling, 5xx)."""
+    if isinstance(exc, (CancelledError, PermanentError)):
+        return None
+    code = error_code(exc)
+    if isinstance(exc, SourceChangedError) or code in SOURCE_CHANGED_CODES:
+        return SOURCE_CHANGED
+    if isinstance(exc, IntegrityError) or code in INTEGRITY_CODES:
+        return INTEGRITY
+    return None
+
+
+# -- source refusals -----------------------------------------------------------------------------
+
+_SSE_C_HINTS = ("customer provided key", "customer key", "server side encryption")
+
+
+def source_refusal(
+    exc: BaseException, obj: ObjectInfo | None, operation: str, key: str | None = None
+) -> PermanentError | None:
+    """A source read refused for a reason retrying cannot fix, in words; None for anything else.
+
+    - SSE-C: HeadObject answers a bare 400 (no body, so botocore's code is "400"); GetObject an
+      InvalidRequest / InvalidArgument that speaks of customer-provided keys.
+    - SSE-KMS: AccessDenied on GetObject of an aws:kms object (HEAD needs no kms:Decrypt).
+    - Archive tiers: InvalidObjectState.
+    `obj` is what a HEAD said about the object, when known; `key` names it otherwise.
+    """
+    if not isinstance(exc, ClientError):
+        return None
+    name = key if key is not None else (obj.key if obj is not None else None)
+    what = f"source object {name!r}" if name is not None else "the source object"
+    code = error_code(exc) or ""
+    message = str(exc.response.get("Error", {}).get("Message", "") or "")
+    reads = operation in ("HeadObject", "GetObject")
+    if code == "InvalidObjectState":
+        tier_name = (obj.archive_tier or obj.storage_class) if obj is not None else None
+        tier = f" ({tier_name})" if tier_name else ""
+        return ArchivedObjectError(
+            f"{what} is archived{tier} and not restored: restore it (S3 RestoreObject) to replicate it"
+        )
+    sse_c = reads and (
+        (_status(exc) == 400 and code in ("400", "BadRequest"))
+        or (code in ("InvalidRequest", "InvalidArgument") and any(h in message.lower() for h in _SSE_C_HINTS))
+    )
+    if sse_c:
+        return EncryptedSourceError(
+            f"{what} is encrypted with a customer key we do not have (SSE-C): it cannot be read "
+            "without that key and is not replicated"
+        )
+    kms_key = obj.kms_key_id if obj is not None else None
+    # AWS answers a bare "Access Denied" when kms:Decrypt is missing: only the HEAD before it
+    # (which needs no kms:Decrypt, and fails for SSE-C) tells that the object is aws:kms.
+    kms = kms_key or (obj is not None and obj.encrypted_etag) or "kms" in message.lower()
+    if operation == "GetObject" and code == "AccessDenied" and kms:
+        key_name = f"KMS key {kms_key}" if kms_key else "its KMS key"
+        return EncryptedSourceError(
+            f"{what} is encrypted with {key_name} (SSE-KMS) and the task role may not use it: grant "
+            "kms:Decrypt on that key (add its ARN to the Terraform variable source_kms_key_arns)"
+        )
+    return None
 
 
 def describe(exc: BaseException) -> str:
     """A short, secret-free description for logs and reports."""
+    if isinstance(exc, PermanentError):
+        return str(exc)  # already written for people
     code = error_code(exc)
     if code:
         op = getattr(exc, "operation_name", "")
@@ -163,7 +246,28 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+# -- retry policies ------------------------------------------------------------------------------
+
 T = TypeVar("T")
+Classifier = Callable[[BaseException], str | None]
+
+
+class _RetriesLeft(retry_base):
+    """tenacity retry strategy for one call: retry while the failure's kind has retries left."""
+
+    def __init__(self, kind_of: Classifier, retries: Mapping[str, int], first: str) -> None:
+        self._kind_of = kind_of
+        self._left = dict(retries)
+        self._left[first] -= 1  # the direct first attempt already used one
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None and outcome.failed else None
+        kind = self._kind_of(error) if error is not None else None
+        if kind is None or self._left.get(kind, 0) < 1:
+            return False
+        self._left[kind] -= 1
+        return True
 
 
 class RetryPolicy:
@@ -172,43 +276,66 @@ class RetryPolicy:
     Nearly every call succeeds at once, and tenacity's bookkeeping costs about 9 us a call,
     three calls per small object. After a retryable first failure the policy waits its first
     back-off and tenacity carries on with the remaining attempts.
+
+    Each failure is sorted into a kind (None: never retried), and each kind has its own number
+    of retries per call: `RetryPolicy(attempts, ..., retryable)` is the one-kind case.
     """
 
     def __init__(
-        self, attempts: int, first_wait: float, max_wait: float, retryable: Callable[[BaseException], bool]
+        self,
+        attempts: int,
+        first_wait: float,
+        max_wait: float,
+        retryable: Callable[[BaseException], bool],
     ) -> None:
-        self.attempts = attempts
-        self._retryable = retryable
-        self._wait = wait_exponential(multiplier=first_wait, max=max_wait) + wait_random(0, first_wait)
-        self._rest = Retrying(
-            retry=retry_if_exception(retryable),
-            stop=stop_after_attempt(max(1, attempts - 1)),
-            wait=self._wait,
-            reraise=True,
+        self._setup(
+            lambda e: "retryable" if retryable(e) else None, {"retryable": attempts - 1}, first_wait, max_wait
         )
+
+    @classmethod
+    def per_kind(
+        cls, kind_of: Classifier, retries: Mapping[str, int], first_wait: float, max_wait: float
+    ) -> RetryPolicy:
+        policy = cls.__new__(cls)
+        policy._setup(kind_of, retries, first_wait, max_wait)
+        return policy
+
+    def _setup(
+        self, kind_of: Classifier, retries: Mapping[str, int], first_wait: float, max_wait: float
+    ) -> None:
+        self._kind_of = kind_of
+        self.retries = {kind: max(0, count) for kind, count in retries.items()}
+        self.attempts = 1 + sum(self.retries.values())  # at most, whatever the mix of failures
+        self._wait = wait_exponential(multiplier=first_wait, max=max_wait) + wait_random(0, first_wait)
+        # The retry strategy (a fresh budget per call) alone decides when to stop.
+        self._rest = Retrying(stop=stop_never, wait=self._wait, reraise=True)
 
     def __call__(self, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except Exception as exc:
-            if self.attempts <= 1 or not self._retryable(exc):
+            kind = self._kind_of(exc)
+            if kind is None or self.retries.get(kind, 0) < 1:
                 raise
         time.sleep(self._wait(RetryCallState(self._rest, None, (), {})))
-        return self._rest(fn)
+        return self._rest.copy(retry=_RetriesLeft(self._kind_of, self.retries, kind))(fn)
 
 
 def request_retrying(attempts: int) -> RetryPolicy:
-    """Per request, on top of botocore's own retries (which do not cover a body cut short)."""
+    """Per request, on top of botocore's own retries (which do not cover a body cut short):
+    transport errors, throttling and 5xx, `attempts` attempts in all."""
     return RetryPolicy(attempts, first_wait=0.2, max_wait=5, retryable=is_retryable)
 
 
-def object_retrying(attempts: int) -> RetryPolicy:
-    """The per-object retry policy, on top of botocore's per-request retries: a copy or
-    reconcile that failed part-way (a dropped stream, the source rewritten under us) starts over
-    a few times. A shutdown is never retried."""
-    return RetryPolicy(
-        attempts,
+def object_retrying(source_changed: int, integrity: int) -> RetryPolicy:
+    """Per object, on top of the per-request retries: a copy or reconcile starts over up to
+    `source_changed` times when the source changed under it (SourceChanged, PreconditionFailed)
+    or its upload vanished (NoSuchUpload), and up to `integrity` times when the bytes written did
+    not verify. A shutdown, a permanent refusal or a request-level failure (already retried
+    below) is never started over."""
+    return RetryPolicy.per_kind(
+        object_restart_kind,
+        {SOURCE_CHANGED: source_changed, INTEGRITY: integrity},
         first_wait=0.5,
         max_wait=10,
-        retryable=lambda e: is_retryable(e) and not isinstance(e, CancelledError),
     )

@@ -5,17 +5,19 @@ per call (parameter validation, event hooks, serializers, parsers). A 16 MiB par
 UploadPart cost boto3 about 14 ms of CPU together (it reads the body in chunks and joins them);
 here about 8, reading the part straight into one buffer and sending it from there.
 
-This path keeps botocore's credentials and endpoint, signs with `sigv4.SigV4Signer` (botocore's
-canonical form, checked against it in the tests, at a seventh of the cost), and sends the request
-on a keep-alive http.client connection owned by the calling thread (a shared pool's locks convoy
-under the GIL), whose responses skip the email package's header parser. It covers the plain cases
-only; anything else (redirects, unusual keys, virtual-host endpoints it cannot derive, signed
-payloads) raises LeanUnsupported and the caller uses boto3.
+This path keeps botocore's credentials, endpoint and CA bundle, signs with `sigv4.SigV4Signer`
+(botocore's canonical form, checked against it in the tests, at a seventh of the cost), and sends
+the request on a keep-alive http.client connection owned by the calling thread (a shared pool's
+locks convoy under the GIL), whose responses skip the email package's header parser. It covers the
+plain cases only; anything else (redirects, unusual keys, virtual-host endpoints it cannot derive,
+signed payloads, a proxy, a client certificate, verification turned off) raises LeanUnsupported
+and the caller uses boto3.
 """
 
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import ssl
 import threading
@@ -107,6 +109,36 @@ def _expires_text(value: Any) -> str:
     return str(value)
 
 
+def _transport(client: Any, https: bool) -> ssl.SSLContext | None:
+    """The TLS context for this endpoint, from the settings botocore's own HTTP session uses
+    (the client's `verify`, AWS_CA_BUNDLE, `ca_bundle` in the profile, REQUESTS_CA_BUNDLE, all
+    resolved by botocore into the session). Anything this path does not do as botocore would (a
+    proxy, a client certificate, verification turned off) leaves the endpoint to boto3."""
+    session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    verify = getattr(session, "_verify", None)
+    proxies = getattr(session, "_proxy_config", None)
+    if verify is None or proxies is None:
+        raise LeanUnsupported("botocore's TLS and proxy settings are not readable")
+    # botocore resolved the proxies for this endpoint (HTTP(S)_PROXY with NO_PROXY, or Config
+    # proxies); a connection of our own would bypass them.
+    if proxies.proxy_url_for(client.meta.endpoint_url):
+        raise LeanUnsupported("a proxy applies to the endpoint")
+    if getattr(session, "_cert_file", None):
+        raise LeanUnsupported("client certificate configured")
+    if not https:
+        return None
+    if verify is False:
+        raise LeanUnsupported("certificate verification is off")
+    bundle = str(get_cert_path(verify))
+    try:
+        if os.path.isdir(bundle):
+            return ssl.create_default_context(capath=bundle)
+        return ssl.create_default_context(cafile=bundle)
+    except (OSError, ValueError) as exc:
+        # boto3 reports an unusable bundle on its first request, in its own words.
+        raise LeanUnsupported(f"CA bundle {bundle!r} unusable: {exc}") from None
+
+
 class LeanS3:
     def __init__(self, client: Any, bucket: str, connect_timeout: float, read_timeout: float) -> None:
         meta = client.meta
@@ -130,7 +162,7 @@ class LeanS3:
         self._https = endpoint.scheme == "https"
         self._host = host.lower()
         self._timeout = max(connect_timeout, read_timeout)
-        self._ssl = ssl.create_default_context(cafile=get_cert_path(True)) if self._https else None
+        self._ssl = _transport(client, self._https)
         self._local = threading.local()
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -228,12 +260,32 @@ class LeanS3:
         }
         raise ClientError(error, operation)
 
-    def get_object(self, key: str) -> tuple[dict[str, Any], bytes]:
-        """(a GetObject-shaped response without Body, the body)."""
-        response = self._send("GET", key, {}, None, "GetObject")
-        headers = response.headers
+    def get_object(self, key: str, max_size: int | None = None) -> tuple[dict[str, Any], bytes | None]:
+        """(a GetObject-shaped response without Body, the body). A body longer than max_size is
+        not read (None, and the connection is dropped): the object grew since it was listed, and
+        nothing larger than planned is ever buffered."""
+        target, signed = self._signed("GET", key, {}, None)
+        response = self._open("GET", target, signed, None)
+        data: bytes | None
+        try:
+            if response.status >= 300:
+                self._raise(_Response(response.status, response.reason, {}, response.read()), "GetObject")
+            if max_size is None or (response.length is not None and response.length <= max_size):
+                data = response.read()
+            elif response.length is not None:
+                data = None
+            else:  # no Content-Length: one byte more than allowed tells
+                data = response.read(max_size + 1)
+                if len(data) > max_size:
+                    data = None
+            if data is None:
+                self._drop_connection()  # the rest of the body stays unread
+        except BaseException:
+            self._drop_connection()
+            raise
+        headers = {name.lower(): value for name, value in response.getheaders()}
         result: dict[str, Any] = {
-            "ContentLength": int(headers.get("content-length", len(response.data))),
+            "ContentLength": int(headers.get("content-length", len(data) if data is not None else -1)),
             "Metadata": {
                 k[11:].lower(): v for k, v in headers.items() if k.lower().startswith("x-amz-meta-")
             },
@@ -241,7 +293,7 @@ class LeanS3:
         for name, field in _RESPONSE_HEADERS.items():
             if name in headers:
                 result[field] = headers[name]
-        return result, response.data
+        return result, data
 
     def put_object(self, key: str, body: bytes, metadata: dict[str, str], **params: Any) -> None:
         headers = {"Content-Length": str(len(body))}

@@ -1,7 +1,8 @@
 """Make the target's copy of one key match the source as it is now.
 
 Every queue message means "reconcile this key", so duplicated, reordered or lost intermediate
-events all converge to the source's current state.
+events all converge to the source's current state. Nothing is deleted on the target unless the
+source is known, at that moment, not to hold the key.
 """
 
 from __future__ import annotations
@@ -12,16 +13,32 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
+from replicator import objects
 from replicator.clients import Endpoint
-from replicator.errors import is_not_found, object_retrying
+from replicator.errors import (
+    SourceBucketMissingError,
+    SourceChangedError,
+    describe,
+    error_code,
+    is_not_found,
+    is_retryable,
+    object_retrying,
+    source_refusal,
+)
+from replicator.logs import get_logger
 from replicator.objects import ObjectInfo, target_matches
+from replicator.settings import Settings
 from replicator.transfer import CopyResult, TransferEngine
+
+log = get_logger(__name__)
 
 
 class Outcome(enum.StrEnum):
     COPIED = "copied"
     DELETED = "deleted"
     UNCHANGED = "unchanged"
+    # Same bytes, new content headers or user metadata (an in-place CopyObject on the source).
+    METADATA_UPDATED = "metadata_updated"
 
 
 @dataclass(frozen=True)
@@ -33,34 +50,87 @@ class ReconcileResult:
 
 
 def head(endpoint: Endpoint, key: str) -> ObjectInfo | None:
-    """HeadObject, or None when the key does not exist (or is a delete marker)."""
+    """HeadObject, or None when the key does not exist (or is a delete marker).
+
+    On the source, a refusal retrying cannot fix (an SSE-C object answers a bare 400) is raised
+    as the PermanentError that says so.
+    """
     try:
         response = endpoint.client.head_object(Bucket=endpoint.bucket, Key=key)
     except ClientError as exc:
         if is_not_found(exc):
             return None
+        if endpoint.name == "source":
+            refusal = source_refusal(exc, None, "HeadObject", key)
+            if refusal is not None:
+                raise refusal from exc
         raise
     return ObjectInfo.from_head(key, response)
 
 
+def source_absent(endpoint: Endpoint, key: str) -> bool:
+    """True only when the source bucket is known, now, not to hold the key.
+
+    HEAD answers a bare 404 both for a deleted key and for a missing bucket. A one-key listing
+    from the key tells the two apart (NoSuchBucket) and shows whether the key is there at this
+    moment (a key is the first of the keys it prefixes).
+    """
+    try:
+        listing = endpoint.client.list_objects_v2(Bucket=endpoint.bucket, Prefix=key, MaxKeys=1)
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchBucket":
+            raise SourceBucketMissingError(
+                f"source bucket {endpoint.bucket!r} does not exist at {endpoint.url}: a 404 from it "
+                "proves nothing, so nothing is deleted on the target (check SOURCE_BUCKET and "
+                "SOURCE_ENDPOINT_URL / SOURCE_REGION)"
+            ) from None
+        raise
+    return not any(entry.get("Key") == key for entry in listing.get("Contents", []))
+
+
 class Reconciler:
-    def __init__(self, engine: TransferEngine, attempts: int = 5) -> None:
+    def __init__(self, engine: TransferEngine, settings: Settings | None = None) -> None:
         self.engine = engine
-        self._retrying = object_retrying(attempts)
+        settings = settings or engine.settings
+        self._retrying = object_retrying(settings.source_changed_restarts, settings.integrity_restarts)
 
     def reconcile(self, key: str, cancel: threading.Event | None = None) -> ReconcileResult:
         result: ReconcileResult = self._retrying(lambda: self._reconcile_once(key, cancel))
         return result
 
     def _reconcile_once(self, key: str, cancel: threading.Event | None) -> ReconcileResult:
-        source = head(self.engine.source, key)
-        target_end = self.engine.target
+        source_end = self.engine.source
+        source = head(source_end, key)
         if source is None:
-            # DeleteObject is idempotent: deleting a key that is not there succeeds.
-            target_end.client.delete_object(Bucket=target_end.bucket, Key=key)
-            return ReconcileResult(key, Outcome.DELETED)
-        existing = head(target_end, key)
+            if source_absent(source_end, key):
+                return self._delete(key)
+            # Listed although HEAD said 404: written in between. Look at it again.
+            source = head(source_end, key)
+            if source is None:
+                raise SourceChangedError(f"{key!r}: HEAD finds nothing but the listing shows the key")
+        existing = head(self.engine.target, key)
         if existing is not None and target_matches(source, existing):
-            return ReconcileResult(key, Outcome.UNCHANGED, source.size)
+            if objects.metadata_matches(source, existing):
+                return ReconcileResult(key, Outcome.UNCHANGED, source.size)
+            self.engine.update_metadata(source)
+            return ReconcileResult(key, Outcome.METADATA_UPDATED, source.size)
         result = self.engine.copy(source, cancel)
         return ReconcileResult(key, Outcome.COPIED, source.size, result)
+
+    def _delete(self, key: str) -> ReconcileResult:
+        target = self.engine.target
+        # DeleteObject is idempotent: deleting a key that is not there succeeds.
+        target.client.delete_object(Bucket=target.bucket, Key=key)
+        # Parts of interrupted copies of the key are billed and invisible: they go with it.
+        try:
+            aborted = self.engine.abort_uploads(key)
+        except Exception as exc:
+            if is_retryable(exc):
+                raise  # the message comes back and the (idempotent) delete runs again
+            # Some stores restrict ListMultipartUploads; the object itself is gone, and
+            # `migrate --cleanup-uploads` clears what is left.
+            log.warning("uploads_not_aborted", key=key, error=describe(exc))
+        else:
+            if aborted:
+                log.info("uploads_aborted", key=key, count=aborted)
+        return ReconcileResult(key, Outcome.DELETED)

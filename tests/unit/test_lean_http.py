@@ -1,19 +1,36 @@
-"""The lean path's response class must read responses exactly as http.client does, and its range
-reads and part uploads must fail clearly on answers they cannot use."""
+"""The lean path's response class must read responses exactly as http.client does, its range
+reads and part uploads must fail clearly on answers they cannot use, and it must reach an
+endpoint as botocore would (its CA bundle, its proxies) or leave it to boto3."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import io
+import ipaddress
 import socketserver
+import ssl
 import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import botocore.session
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from replicator.lean_s3 import LeanS3, _QuickHeadersResponse
+from local_stack.seaweed import free_port
+from replicator.clients import build_clients
+from replicator.lean_s3 import LeanS3, LeanUnsupported, _QuickHeadersResponse
+from replicator.objects import ObjectInfo
+from replicator.settings import Settings
+from replicator.transfer import TransferEngine
 
 
 class FakeSocket:
@@ -152,3 +169,234 @@ def test_upload_part_sends_the_body_and_returns_the_etag() -> None:
     head = server.requests[0]
     assert head.startswith("PUT /bucket/k?partNumber=3&uploadId=up%2F1 HTTP/1.1\r\n")
     assert "Content-MD5: md5==\r\n" in head and "Content-Length: 4\r\n" in head
+
+
+# -- TLS and proxies: the lean path reaches an endpoint the way botocore would, or not at all ------
+
+
+def issue_ca(directory: Path, name: str) -> tuple[Path, Any, Any]:
+    """A self-signed CA: (its PEM file, its key, its certificate)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    path = directory / f"{name}.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path, key, cert
+
+
+def issue_server_cert(directory: Path, ca_key: Any, ca_cert: Any) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by the CA: (certificate file, key file)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "server.pem", directory / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+@dataclass
+class PKI:
+    ca: Path  # the CA that signed the server's certificate
+    other_ca: Path  # a CA that did not
+    server_cert: Path
+    server_key: Path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    directory = tmp_path_factory.mktemp("pki")
+    ca, ca_key, ca_cert = issue_ca(directory, "test-ca")
+    other_ca, _, _ = issue_ca(directory, "other-ca")
+    server_cert, server_key = issue_server_cert(directory, ca_key, ca_cert)
+    return PKI(ca, other_ca, server_cert, server_key)
+
+
+class TLSCannedServer(CannedServer):
+    """The canned server behind TLS, with a certificate for 127.0.0.1."""
+
+    def __init__(self, answers: list[bytes], pki: PKI) -> None:
+        super().__init__(answers)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pki.server_cert, pki.server_key)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.url = self.url.replace("http://", "https://")
+
+
+_PROXY_AND_CA_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "AWS_CA_BUNDLE",
+    "REQUESTS_CA_BUNDLE",
+)
+
+
+@pytest.fixture
+def network_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No proxy or CA bundle from the developer's environment; the test sets its own."""
+    for name in _PROXY_AND_CA_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def client_for(url: str, **kwargs: Any) -> Any:
+    config = Config(
+        s3={"addressing_style": "path", "payload_signing_enabled": False}, **kwargs.pop("config", {})
+    )
+    return botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret",
+        config=config,
+        **kwargs,
+    )
+
+
+OBJECT = partial("200 OK", b"hello")
+
+
+def test_the_lean_path_trusts_the_ca_bundle_botocore_uses(pki: PKI, network_env: pytest.MonkeyPatch) -> None:
+    network_env.setenv("AWS_CA_BUNDLE", str(pki.ca))
+    with TLSCannedServer([OBJECT], pki) as server:
+        lean = LeanS3(client_for(server.url), "bucket", connect_timeout=5, read_timeout=5)
+        _, body = lean.get_object("k")
+    assert body == b"hello"
+    assert server.requests[0].startswith("GET /bucket/k HTTP/1.1\r\n")
+
+
+def test_the_lean_path_trusts_the_clients_own_verify_setting(
+    pki: PKI, network_env: pytest.MonkeyPatch
+) -> None:
+    with TLSCannedServer([OBJECT], pki) as server:
+        lean = LeanS3(client_for(server.url, verify=str(pki.ca)), "bucket", connect_timeout=5, read_timeout=5)
+        assert lean.get_object("k")[1] == b"hello"
+
+
+def test_a_certificate_from_another_ca_fails_verification(pki: PKI, network_env: pytest.MonkeyPatch) -> None:
+    network_env.setenv("AWS_CA_BUNDLE", str(pki.other_ca))
+    with TLSCannedServer([OBJECT], pki) as server:
+        lean = LeanS3(client_for(server.url), "bucket", connect_timeout=5, read_timeout=5)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            lean.get_object("k")
+    assert server.requests == []  # nothing was sent over the unverified connection
+
+
+def test_verification_turned_off_is_left_to_botocore(pki: PKI, network_env: pytest.MonkeyPatch) -> None:
+    with pytest.raises(LeanUnsupported, match="verification is off"):
+        LeanS3(client_for("https://127.0.0.1:9", verify=False), "bucket", connect_timeout=5, read_timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("env", "config", "lean"),
+    [
+        ({"HTTPS_PROXY": "http://127.0.0.1:3128"}, {}, False),
+        ({"https_proxy": "http://127.0.0.1:3128"}, {}, False),
+        ({"HTTPS_PROXY": "http://127.0.0.1:3128", "NO_PROXY": "127.0.0.1"}, {}, True),
+        ({"HTTP_PROXY": "http://127.0.0.1:3128"}, {}, True),  # a proxy for http:// only
+        ({}, {"proxies": {"https": "http://127.0.0.1:3128"}}, False),
+        ({}, {}, True),
+    ],
+    ids=["HTTPS_PROXY", "https_proxy", "NO_PROXY", "other-scheme", "Config-proxies", "none"],
+)
+def test_the_lean_path_is_off_where_a_proxy_applies(
+    pki: PKI, network_env: pytest.MonkeyPatch, env: dict[str, str], config: dict[str, Any], lean: bool
+) -> None:
+    for name, value in env.items():
+        network_env.setenv(name, value)
+    client = client_for("https://127.0.0.1:9443", config=config, verify=str(pki.ca))
+    if lean:
+        LeanS3(client, "bucket", connect_timeout=5, read_timeout=5)
+    else:
+        with pytest.raises(LeanUnsupported, match="proxy"):
+            LeanS3(client, "bucket", connect_timeout=5, read_timeout=5)
+
+
+def test_behind_a_proxy_copies_go_through_it_with_boto3(network_env: pytest.MonkeyPatch) -> None:
+    # Nothing listens on the endpoint itself: only requests sent through the proxy can succeed.
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    body = b"hello"
+    etag = hashlib.md5(body).hexdigest()
+    answers = [
+        partial("200 OK", body).replace(b"\r\n\r\n", f'\r\nETag: "{etag}"\r\n\r\n'.encode(), 1),
+        f'HTTP/1.1 200 OK\r\nETag: "{etag}"\r\nContent-Length: 0\r\n\r\n'.encode(),
+    ]
+    with CannedServer(answers) as proxy:
+        network_env.setenv("HTTP_PROXY", proxy.url)
+        settings = Settings(
+            source_bucket="src-bucket",
+            source_endpoint_url=endpoint,
+            source_access_key_id="AKIDSOURCE",
+            source_secret_access_key="source-secret",
+            source_addressing_style="path",
+            target_bucket="dst-bucket",
+            target_endpoint_url=endpoint,
+            target_access_key_id="AKIDTARGET",
+            target_secret_access_key="target-secret",
+            allow_http_endpoints=True,
+            lean_requests=True,
+            max_attempts=1,
+        )
+        clients = build_clients(settings)
+        engine = TransferEngine(clients.source, clients.target, settings)
+        try:
+            assert engine._lean_source is None and engine._lean_target is None
+            engine.copy(ObjectInfo(key="k", size=len(body), etag=etag, complete=False))
+        finally:
+            engine.close()
+    # Absolute-form request targets: boto3 sent both through the proxy.
+    assert proxy.requests[0].startswith(f"GET {endpoint}/src-bucket/k HTTP/1.1\r\n")
+    assert proxy.requests[1].startswith(f"PUT {endpoint}/dst-bucket/k HTTP/1.1\r\n")
