@@ -1,7 +1,9 @@
 """`python -m migrate`: copy what is missing or different from source to target, then prove it.
 
-Exit codes: 0 done (or --check found no difference), 1 differences found / copies failed /
---max-delete exceeded, 2 bad configuration or arguments, 3 endpoints unusable, 130 interrupted.
+Exit codes: 0 done (or --check found no difference), 1 differences found / copies failed / keys
+the target cannot store, 2 bad configuration or arguments, 3 endpoints unusable (also: the source
+bucket went missing), 4 deletes refused (--max-delete exceeded, or an empty source), 130
+interrupted. Archived source objects are reported but do not change the exit code.
 """
 
 from __future__ import annotations
@@ -16,12 +18,23 @@ from pathlib import Path
 from migrate.filters import KeyFilter, parse_shard, parse_size, parse_when
 from migrate.plan import Action
 from migrate.progress import Progress
-from migrate.runner import Migration, Options, Summary, default_processes
+from migrate.runner import DEFAULT_MAX_DELETE, Migration, Options, Summary, default_processes
 from migrate.uploads import cleanup_uploads
-from replicator.runtime import start
+from replicator.runtime import EXIT_STARTUP, start
 
 EXIT_DIFFERENT = 1
+EXIT_DELETES_REFUSED = 4
 EXIT_INTERRUPTED = 130
+LISTED = 50  # keys printed per category; the report has them all
+
+
+def parse_max_delete(text: str) -> int | None:
+    """A count, or 'unlimited'."""
+    if text.strip().lower() == "unlimited":
+        return None
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a count (0, 1000, ...) nor 'unlimited'")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,8 +45,26 @@ def _parser() -> argparse.ArgumentParser:
     mode = p.add_argument_group("mode")
     mode.add_argument("--check", action="store_true", help="compare only; exit 1 on any difference")
     mode.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    mode.add_argument("--delete", action="store_true", help="delete target objects absent from the source")
-    mode.add_argument("--max-delete", type=int, metavar="N", help="refuse to delete more than N objects")
+    mode.add_argument(
+        "--delete",
+        action="store_true",
+        help="delete target objects absent from the source (each checked again at the source "
+        "just before its delete)",
+    )
+    mode.add_argument(
+        "--max-delete",
+        type=parse_max_delete,
+        default=DEFAULT_MAX_DELETE,
+        metavar="N",
+        help=f"refuse all deletes when more than N would be made (default {DEFAULT_MAX_DELETE}; "
+        "'unlimited' lifts the cap); exit code 4",
+    )
+    mode.add_argument(
+        "--allow-empty-source",
+        action="store_true",
+        help="with --delete: mirror even a source that lists no object (refused otherwise, "
+        "exit code 4: a wrong bucket or a --reverse mix-up must not empty the target)",
+    )
     mode.add_argument("--reverse", action="store_true", help="swap source and target (Lyve Cloud -> S3)")
     mode.add_argument(
         "--cleanup-uploads",
@@ -79,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 def _print_summary(summary: Summary, options: Options) -> None:
     # rich is imported here, at the end, to keep it off the start-up path.
     from rich.console import Console  # noqa: PLC0415
+    from rich.markup import escape  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
     console = Console(stderr=True)
@@ -89,6 +121,8 @@ def _print_summary(summary: Summary, options: Options) -> None:
     table.add_column("bytes", justify="right")
     table.add_column("done", justify="right")
     for action in Action:
+        if action is Action.ARCHIVED:
+            continue  # listed below: never copied
         planned = summary.planned.get(action.value, 0)
         if planned or summary.done.get(action.value, 0):
             table.add_row(
@@ -98,19 +132,55 @@ def _print_summary(summary: Summary, options: Options) -> None:
                 str(summary.done.get(action.value, 0)),
             )
     console.print(table)
+
+    def listed(items: list[dict[str, str]], label: str, field: str) -> None:
+        for item in items[:LISTED]:
+            console.print(f"{label}: {escape(repr(item['key']))}: {escape(item[field])}")
+        if len(items) > LISTED:
+            console.print(f"... and {len(items) - LISTED} more (see --report)")
+
     for diff in summary.differences:
-        console.print(f"DIFF {diff['difference']}: {diff['key']!r}")
-    for failure in summary.failures[:50]:
-        console.print(f"[red]FAILED[/] {failure['key']!r}: {failure['error']}")
-    if len(summary.failures) > 50:
-        console.print(f"... and {len(summary.failures) - 50} more failures (see --report)")
+        console.print(f"DIFF {diff['difference']}: {escape(repr(diff['key']))}")
+    listed(summary.failures, "[red]FAILED[/]", "error")
+    if summary.unstorable:
+        console.print(f"[red]{len(summary.unstorable)} object(s) cannot be stored on the target[/]:")
+        listed(summary.unstorable, "cannot be stored on the target", "reason")
+    if summary.archived:
+        console.print(
+            f"{len(summary.archived)} object(s) archived, not copied (restore them at the source "
+            "first; they alone do not change the exit code):"
+        )
+        listed(summary.archived, "archived, not copied", "reason")
+    if summary.done.get(Action.METADATA.value):
+        console.print(
+            f"{summary.done[Action.METADATA.value]} object(s): metadata updated (headers and user "
+            "metadata rewritten on the target, bytes not sent again)"
+        )
     if summary.unverified:
         console.print(f"{summary.unverified} object(s) matched by size only (no checksum on both sides)")
+    if summary.deletes_skipped:
+        console.print(f"{len(summary.deletes_skipped)} deletes skipped: source has the key again")
+        for key in summary.deletes_skipped[:LISTED]:
+            console.print(f"deletes skipped: source has the key again: {escape(repr(key))}")
     if summary.deletes_refused:
         console.print(
-            f"[red]refused[/]: {summary.deletes_refused} deletes exceed --max-delete "
-            f"{options.max_delete}; nothing was deleted"
+            f"[red]refused[/] all {summary.deletes_refused} deletes: "
+            f"{escape(summary.deletes_refused_reason)}; nothing was deleted"
         )
+    if summary.source_missing:
+        console.print(f"[red]stopped[/]: {escape(summary.source_missing)}; nothing more was deleted")
+
+
+def exit_code(summary: Summary) -> int:
+    if summary.cancelled:
+        return EXIT_INTERRUPTED
+    if summary.source_missing:
+        return EXIT_STARTUP
+    if summary.deletes_refused:
+        return EXIT_DELETES_REFUSED
+    if summary.failures or summary.differences or summary.unstorable:
+        return EXIT_DIFFERENT
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         delete=args.delete,
         max_delete=args.max_delete,
+        allow_empty_source=args.allow_empty_source,
         dry_run=args.dry_run,
         check=args.check,
         concurrency=args.concurrency,
@@ -167,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                 "check": args.check,
                 "dry_run": args.dry_run,
                 "delete": args.delete,
+                "max_delete": args.max_delete,
+                "allow_empty_source": args.allow_empty_source,
                 "prefix": args.prefix,
                 "shard": f"{args.shard[0]}/{args.shard[1]}",
                 "reverse": args.reverse,
@@ -174,11 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             **summary.as_dict(),
         }
         args.report.write_text(json.dumps(report, indent=2, default=str))
-    if summary.cancelled:
-        return EXIT_INTERRUPTED
-    if summary.failures or summary.differences or summary.deletes_refused:
-        return EXIT_DIFFERENT
-    return 0
+    return exit_code(summary)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ class Progress:
     def planned(self, decision: Decision) -> None:
         # Called from the merge loop only.
         self.objects_total += 1
-        if decision.action not in (Action.DELETE, Action.SKIP):
+        if decision.action not in (Action.DELETE, Action.SKIP, Action.ARCHIVED):
             self.bytes_total += decision.size
 
     def done(self, decision: Decision, size: int, failed: bool = False) -> None:

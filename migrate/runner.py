@@ -2,7 +2,9 @@
 
 Small objects are copied in batches by a pool of processes (the GIL limits one process's request
 rate); large ones by the parent's multipart engine, whose part threads are I/O bound. Deletes are
-collected during the merge and carried out only after it completed, guarded by --max-delete.
+collected during the merge and carried out only after it completed, guarded by --max-delete, by
+a refusal to mirror an empty source, and by a fresh look at the source just before each batch:
+a key the source holds again by then is not deleted.
 """
 
 from __future__ import annotations
@@ -10,27 +12,45 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, NamedTuple
 
 from botocore.exceptions import ClientError
 
 from migrate.filters import KeyFilter
-from migrate.listing import ListingOrderError, in_byte_order, list_bucket, sorted_on_disk
-from migrate.plan import Action, Decision, merge
+from migrate.listing import (
+    KeyFile,
+    ListingOrderError,
+    OrderedMembership,
+    in_byte_order,
+    list_bucket,
+    list_entries,
+    listed_now,
+    sorted_on_disk,
+)
+from migrate.plan import Action, Decision, MergeStats, merge, source_newer
 from migrate.progress import Progress
+from migrate.uploads import abort_uploads_of
 from replicator.clients import Clients, Endpoint, build_clients
-from replicator.errors import CancelledError, describe, error_code, object_retrying
+from replicator.errors import (
+    ArchivedObjectError,
+    CancelledError,
+    SourceBucketMissingError,
+    UnstorableKeyError,
+    describe,
+    error_code,
+    object_retrying,
+)
 from replicator.logs import configure_logging, get_logger
-from replicator.objects import ObjectInfo, target_matches
-from replicator.reconcile import head
+from replicator.objects import ObjectInfo, metadata_matches, target_matches
+from replicator.reconcile import head, source_absent
 from replicator.runtime import quiet_garbage_collector
 from replicator.settings import Settings
 from replicator.transfer import TransferEngine
@@ -38,18 +58,43 @@ from replicator.transfer import TransferEngine
 log = get_logger("migrate")
 
 SMALL_BATCH = 64  # small objects per task sent to a child process
+DELETE_BATCH = 1000  # keys per DeleteObjects call (S3's maximum) and per look at the source
+ABORT_CHUNK = 10_000  # deleted keys whose incomplete uploads are looked up in one listing
+DEFAULT_MAX_DELETE = 1000
 
 
 @dataclass(frozen=True)
 class Options:
     key_filter: KeyFilter = field(default_factory=KeyFilter)
     delete: bool = False
-    max_delete: int | None = None
+    max_delete: int | None = DEFAULT_MAX_DELETE  # None: no limit
+    allow_empty_source: bool = False
     dry_run: bool = False
     check: bool = False
     concurrency: int = 32
     processes: int = 1
     stream_target_listing: bool = False
+
+
+OutcomeKind = Literal["done", "archived", "unstorable", "failed"]
+
+
+class CopyOutcome(NamedTuple):
+    """How one copy ended; also what a child process sends back for each object."""
+
+    key: str
+    size: int
+    kind: OutcomeKind
+    detail: str = ""
+
+
+def outcome_of(key: str, size: int, exc: BaseException) -> CopyOutcome:
+    """The one place that sorts copy errors into what the summary reports apart."""
+    if isinstance(exc, ArchivedObjectError):
+        return CopyOutcome(key, size, "archived", str(exc))
+    if isinstance(exc, UnstorableKeyError):
+        return CopyOutcome(key, size, "unstorable", str(exc))
+    return CopyOutcome(key, size, "failed", describe(exc))
 
 
 @dataclass
@@ -66,9 +111,17 @@ class Summary:
     done_bytes: Counter[str] = field(default_factory=Counter)
     failures: list[dict[str, str]] = field(default_factory=list)
     differences: list[dict[str, str]] = field(default_factory=list)
+    # Sources in an archive storage class or tier: not copied, not failures.
+    archived: list[dict[str, str]] = field(default_factory=list)
+    # Keys the target refuses for good: not retried, reported with the target's reason.
+    unstorable: list[dict[str, str]] = field(default_factory=list)
+    # Deletes not made because the source held the key again when they were due.
+    deletes_skipped: list[str] = field(default_factory=list)
     unverified: int = 0
     listing_restarts: int = 0
     deletes_refused: int = 0
+    deletes_refused_reason: str = ""
+    source_missing: str = ""
     seconds: float = 0.0
     cancelled: bool = False
     _events: queue.SimpleQueue[tuple[str, str, Any]] = field(default_factory=queue.SimpleQueue, repr=False)
@@ -84,6 +137,15 @@ class Summary:
 
     def differ(self, key: str, what: str) -> None:
         self._events.put(("differ", key, what))
+
+    def archive(self, key: str, reason: str) -> None:
+        self._events.put(("archived", key, reason))
+
+    def refuse_key(self, key: str, reason: str) -> None:
+        self._events.put(("unstorable", key, reason))
+
+    def skip_delete(self, key: str) -> None:
+        self._events.put(("delete_skipped", key, None))
 
     def size_only(self) -> None:
         self._events.put(("unverified", "", 0))
@@ -104,6 +166,12 @@ class Summary:
                 self.failures.append({"key": name, "error": value})
             elif kind == "differ":
                 self.differences.append({"key": name, "difference": value})
+            elif kind == "archived":
+                self.archived.append({"key": name, "reason": value})
+            elif kind == "unstorable":
+                self.unstorable.append({"key": name, "reason": value})
+            elif kind == "delete_skipped":
+                self.deletes_skipped.append(name)
             else:
                 self.unverified += 1
 
@@ -115,8 +183,13 @@ class Summary:
             "done_bytes": dict(self.done_bytes),
             "failures": self.failures,
             "differences": self.differences,
+            "archived_not_copied": self.archived,
+            "cannot_be_stored_on_target": self.unstorable,
+            "deletes_skipped_source_has_key_again": self.deletes_skipped,
             "unverified_same_size": self.unverified,
             "deletes_refused": self.deletes_refused,
+            "deletes_refused_reason": self.deletes_refused_reason,
+            "source_bucket_missing": self.source_missing,
             "listing_restarts": self.listing_restarts,
             "seconds": round(self.seconds, 3),
             "cancelled": self.cancelled,
@@ -161,21 +234,21 @@ def _child_init(settings: Settings, parent: Clients | None, threads: int) -> Non
     quiet_garbage_collector()
     _child["engine"] = TransferEngine(clients.source, clients.target, settings)
     _child["threads"] = ThreadPoolExecutor(threads)
-    _child["retrying"] = object_retrying(settings.max_attempts)
+    _child["retrying"] = object_retrying(settings.source_changed_restarts, settings.integrity_restarts)
 
 
-def _child_copy(batch: list[tuple[str, int, str]]) -> list[tuple[str, int, str | None]]:
+def _child_copy(batch: list[tuple[str, int, str]]) -> list[CopyOutcome]:
     engine: TransferEngine = _child["engine"]
     pool: ThreadPoolExecutor = _child["threads"]
 
-    def one(item: tuple[str, int, str]) -> tuple[str, int, str | None]:
+    def one(item: tuple[str, int, str]) -> CopyOutcome:
         key, size, etag = item
         try:
             listed = ObjectInfo(key=key, size=size, etag=etag, complete=False)
             result = _child["retrying"](lambda: engine.copy(listed))
-            return key, result.size, None
+            return CopyOutcome(key, result.size, "done")
         except Exception as exc:
-            return key, size, describe(exc)
+            return outcome_of(key, size, exc)
 
     return list(pool.map(one, batch))
 
@@ -203,35 +276,52 @@ class Migration:
         self._max_active = options.concurrency * 4
         self._processes: ProcessPoolExecutor | None = None
         self._small_batch: list[Decision] = []
-        self._retrying = object_retrying(engine.settings.max_attempts)
+        settings = engine.settings
+        self._retrying = object_retrying(settings.source_changed_restarts, settings.integrity_restarts)
+        self._listing_proves_absence = True  # until the source answers a listing out of order
 
     # -- entry point --------------------------------------------------------------------------
 
     def run(self) -> Summary:
         started = time.monotonic()
         sort_source = False
+        handled: KeyFile | None = None  # keys decided in a pass that had to start over
         try:
             while True:
-                deletes_path = Path(tempfile.mkstemp(prefix="deletes-", suffix=".txt")[1])
+                deletes = KeyFile()
+                # The first pass records the keys it decides on: if the source listing turns out
+                # not to be in byte order, the sorted pass skips them (they are counted and
+                # queued already) instead of counting or copying them a second time.
+                decided = None if sort_source else KeyFile()
                 try:
-                    self._pass(sort_source, deletes_path)
+                    stats = self._pass(sort_source, deletes, decided, OrderedMembership(handled))
                     if not self.cancel.is_set():
-                        self._deletes(deletes_path)
+                        self._plan_deletes(deletes)
+                        self._deletes(deletes, stats)
                     break
                 except ListingOrderError as exc:
                     if exc.side != "source" or sort_source:
                         raise
                     # Decisions so far were copies of truly missing keys (the target side is
-                    # sorted) and deferred deletes, which are dropped: start over, sorted.
+                    # sorted); the deletes collected are dropped (not counted yet): start over,
+                    # sorted, after what is queued has finished.
                     log.warning("listing_not_in_byte_order", side=exc.side, detail=str(exc))
+                    self._flush_small()
                     self._wait_all()
                     self.summary.settle().listing_restarts += 1
-                    self.summary.planned.clear()
-                    self.summary.planned_bytes.clear()
+                    handled, decided = decided, None
                     sort_source = True
                 finally:
-                    deletes_path.unlink(missing_ok=True)
+                    deletes.remove()
+                    if decided is not None:
+                        decided.remove()
+        except SourceBucketMissingError as exc:
+            # Nothing (more) is deleted: a missing bucket lists nothing and every key looks gone.
+            self.summary.source_missing = str(exc)
+            log.error("source_bucket_missing", error=str(exc))
         finally:
+            if handled is not None:
+                handled.remove()
             self._wait_all()
             self._threads.shutdown(wait=True)
             if self._processes is not None:
@@ -250,37 +340,62 @@ class Migration:
 
     def _listings(self, sort_source: bool) -> tuple[Iterator[ObjectInfo], Iterator[ObjectInfo]]:
         prefix = self.options.key_filter.prefix
-        source: Iterable[ObjectInfo] = list_bucket(self.source, prefix)
-        source = sorted_on_disk(source) if sort_source else in_byte_order(source, "source")
-        target: Iterable[ObjectInfo] = list_bucket(self.target, prefix)
+        source: Iterable[ObjectInfo]
+        if sort_source:
+            source = sorted_on_disk(list_entries(self.source, prefix))
+        else:
+            source = in_byte_order(list_bucket(self.source, prefix), "source")
+        target: Iterable[ObjectInfo]
         if self.options.stream_target_listing:
-            target = in_byte_order(target, "target")
+            target = in_byte_order(list_bucket(self.target, prefix), "target")
         else:
             # Stores differ in listing order; sorting the target on disk costs no memory and
             # means a wrong order can never make us copy what is already there.
-            target = sorted_on_disk(target)
+            target = sorted_on_disk(list_entries(self.target, prefix))
         return _prefetch(source), _prefetch(target)
 
-    def _pass(self, sort_source: bool, deletes_path: Path) -> None:
+    def _pass(
+        self, sort_source: bool, deletes: KeyFile, decided: KeyFile | None, handled: OrderedMembership
+    ) -> MergeStats:
         source, target = self._listings(sort_source)
-        with open(deletes_path, "w", encoding="utf-8") as deletes:
-            for decision in merge(source, target, self.options.key_filter):
-                if self.cancel.is_set():
-                    break
-                self.summary.plan(decision.action, decision.size)
-                self.progress.planned(decision)
-                if decision.action is Action.SKIP:
-                    self.summary.finish(Action.SKIP, decision.size)
-                    self.progress.done(decision, 0)
-                elif decision.action is Action.DELETE:
-                    deletes.write(decision.key.encode("unicode_escape").decode("ascii") + "\n")
-                    if self.options.check:
-                        self.summary.differ(decision.key, "extra on target")
-                else:
-                    self._handle(decision)
-            self._flush_small()
-            self._wait_all()
+        stats = MergeStats()
+        for decision in merge(source, target, self.options.key_filter, stats):
+            if self.cancel.is_set():
+                break
+            if decision.action is Action.DELETE:
+                deletes.add(decision.key, decision.size)  # planned once the pass is complete
+                continue
+            if decision.key in handled:
+                continue
+            if decided is not None:
+                decided.add(decision.key)
+            self.summary.plan(decision.action, decision.size)
+            self.progress.planned(decision)
+            if decision.action is Action.SKIP:
+                self.summary.finish(Action.SKIP, decision.size)
+                self.progress.done(decision, 0)
+            elif decision.action is Action.ARCHIVED:
+                self._archived(decision)
+            else:
+                self._handle(decision)
+        self._flush_small()
+        self._wait_all()
+        return stats
+
+    def _plan_deletes(self, deletes: KeyFile) -> None:
+        for key, size in deletes:
+            decision = Decision(Action.DELETE, key, None, None, "not in source")
+            self.summary.plan(Action.DELETE, size)
+            self.progress.planned(decision)
+            if self.options.check:
+                self.summary.differ(key, "extra on target")
         self.progress.listing_done()
+
+    def _archived(self, decision: Decision) -> None:
+        assert decision.source is not None
+        storage_class = decision.source.storage_class or "an archive tier"
+        self.summary.archive(decision.key, f"archived in {storage_class}, not copied")
+        self.progress.done(decision, 0)
 
     # -- copies and verifications -------------------------------------------------------------
 
@@ -317,6 +432,22 @@ class Migration:
         wait(self._active)
         self._active = []
 
+    def _record(self, decision: Decision, outcome: CopyOutcome) -> None:
+        if outcome.kind == "done":
+            self.summary.finish(decision.action, outcome.size)
+            self.progress.done(decision, outcome.size)
+        elif outcome.kind == "archived":
+            self.summary.archive(outcome.key, outcome.detail)
+            self.progress.done(decision, 0)
+        elif outcome.kind == "unstorable":
+            self.summary.refuse_key(outcome.key, outcome.detail)
+            log.error("key_unstorable", key=outcome.key, reason=outcome.detail)
+            self.progress.done(decision, 0, failed=True)
+        else:
+            self.summary.fail(outcome.key, outcome.detail)
+            log.error("copy_failed", key=outcome.key, error=outcome.detail)
+            self.progress.done(decision, 0, failed=True)
+
     def _copy(self, decision: Decision) -> None:
         assert decision.source is not None
         source = decision.source
@@ -325,12 +456,9 @@ class Migration:
         except CancelledError:
             return
         except Exception as exc:
-            self.summary.fail(decision.key, describe(exc))
-            log.error("copy_failed", key=decision.key, error=describe(exc))
-            self.progress.done(decision, 0, failed=True)
+            self._record(decision, outcome_of(decision.key, decision.size, exc))
             return
-        self.summary.finish(decision.action, result.size)
-        self.progress.done(decision, result.size)
+        self._record(decision, CopyOutcome(decision.key, result.size, "done"))
 
     def _verify(self, decision: Decision) -> None:
         assert decision.source is not None
@@ -342,8 +470,11 @@ class Migration:
             return
         source = decision.source
         if target is not None and target_matches(source, target):
-            self.summary.finish(Action.SKIP, decision.size)
-            self.progress.done(decision, 0)
+            if source_newer(source, target):
+                self._check_metadata(decision, target)
+            else:
+                self.summary.finish(Action.SKIP, decision.size)
+                self.progress.done(decision, 0)
             return
         if target is not None and self.options.check and not self._checksum_known(source, target):
             # Same size and nothing to compare the content with: counted, not a difference.
@@ -351,8 +482,12 @@ class Migration:
             self.summary.finish(Action.SKIP, decision.size)
             self.progress.done(decision, 0)
             return
-        replace = Decision(Action.REPLACE, decision.key, source, target, "content differs")
-        if self.options.check:
+        self._replace(decision, source, target)
+
+    def _replace(self, decision: Decision, source: ObjectInfo, target: ObjectInfo | None) -> None:
+        if source.archived:
+            self._archived(Decision(Action.ARCHIVED, decision.key, source, target))
+        elif self.options.check:
             self.summary.differ(decision.key, "content differs")
             self.progress.done(decision, 0)
         elif self.options.dry_run:
@@ -360,7 +495,39 @@ class Migration:
             self.progress.done(decision, 0)
         else:
             self.summary.plan(Action.REPLACE, decision.size)
-            self._copy(replace)
+            self._copy(Decision(Action.REPLACE, decision.key, source, target, "content differs"))
+
+    def _check_metadata(self, decision: Decision, target: ObjectInfo) -> None:
+        """Same bytes, but the source changed after the copy: compare headers and metadata."""
+        try:
+            source = head(self.source, decision.key)
+        except Exception as exc:
+            self.summary.fail(decision.key, describe(exc))
+            self.progress.done(decision, 0, failed=True)
+            return
+        if source is not None and not target_matches(source, target):  # rewritten since listed
+            self._replace(decision, source, target)
+            return
+        if source is None or metadata_matches(source, target):
+            # None: gone since the listing; the event pipeline (or the next run) settles it.
+            self.summary.finish(Action.SKIP, decision.size)
+            self.progress.done(decision, 0)
+            return
+        if self.options.check:
+            self.summary.differ(decision.key, "metadata differs")
+            self.progress.done(decision, 0)
+            return
+        self.summary.plan(Action.METADATA, decision.size)
+        if self.options.dry_run:
+            self.progress.done(decision, 0)
+            return
+        try:
+            self.engine.update_metadata(source)
+        except Exception as exc:
+            self._record(decision, outcome_of(decision.key, decision.size, exc))
+            return
+        self.summary.finish(Action.METADATA, 0)  # no bytes sent
+        self.progress.done(decision, 0)
 
     @staticmethod
     def _checksum_known(source: ObjectInfo, target: ObjectInfo) -> bool:
@@ -380,20 +547,13 @@ class Migration:
             _child_copy, [(d.key, d.size, d.source.etag if d.source else "") for d in batch]
         )
 
-        def collect(f: Future[list[tuple[str, int, str | None]]]) -> None:
+        def collect(f: Future[list[CopyOutcome]]) -> None:
             try:
-                results = f.result()
+                outcomes = f.result()
             except Exception as exc:
-                results = [(d.key, d.size, describe(exc)) for d in batch]
-            for key, size, error in results:
-                decision = by_key[key]
-                if error:
-                    self.summary.fail(key, error)
-                    log.error("copy_failed", key=key, error=error)
-                    self.progress.done(decision, 0, failed=True)
-                else:
-                    self.summary.finish(decision.action, size)
-                    self.progress.done(decision, size)
+                outcomes = [CopyOutcome(d.key, d.size, "failed", describe(exc)) for d in batch]
+            for outcome in outcomes:
+                self._record(by_key[outcome.key], outcome)
 
         future.add_done_callback(collect)
         self._active.append(future)
@@ -417,42 +577,80 @@ class Migration:
 
     # -- deletes ------------------------------------------------------------------------------
 
-    def _deletes(self, path: Path) -> None:
-        if self.options.check or self.options.dry_run or not self.options.delete:
+    def _deletes(self, deletes: KeyFile, stats: MergeStats) -> None:
+        if self.options.check or self.options.dry_run or not self.options.delete or not deletes.count:
             return
-        with open(path, encoding="utf-8") as lines:
-            count = sum(1 for _ in lines)
+        count = deletes.count
+        if stats.source_keys == 0 and not self.options.allow_empty_source:
+            self._refuse_deletes(
+                count,
+                f"the source lists no object under the selected keys while the target holds "
+                f"{count}: a wrong bucket, endpoint or --reverse? (--allow-empty-source to mirror "
+                "an empty source)",
+            )
+            return
         limit = self.options.max_delete
         if limit is not None and count > limit:
-            self.summary.deletes_refused = count
-            log.error("max_delete_exceeded", would_delete=count, max_delete=limit)
+            self._refuse_deletes(count, f"they exceed --max-delete {limit} (raise it, or 'unlimited')")
             return
         batch: list[str] = []
-        with open(path, encoding="utf-8") as lines:
-            for line in lines:
-                batch.append(line.rstrip("\n").encode("ascii").decode("unicode_escape"))
-                if len(batch) == 1000:
-                    self._delete_batch(batch)
+        deleted: dict[str, datetime] = {}
+        try:
+            for key, _ in deletes:
+                batch.append(key)
+                if len(batch) == DELETE_BATCH:
+                    deleted.update(self._delete_batch(batch))
                     batch = []
+                if len(deleted) >= ABORT_CHUNK:
+                    self._abort_uploads(deleted)
                 if self.cancel.is_set():
                     return
-        if batch:
-            self._delete_batch(batch)
+            if batch:
+                deleted.update(self._delete_batch(batch))
+        finally:
+            self._abort_uploads(deleted)
 
-    def _delete_batch(self, keys: list[str]) -> None:
+    def _refuse_deletes(self, count: int, reason: str) -> None:
+        self.summary.deletes_refused = count
+        self.summary.deletes_refused_reason = reason
+        log.error("deletes_refused", would_delete=count, reason=reason)
+
+    def _still_at_source(self, keys: list[str]) -> set[str]:
+        """The keys the source holds now (raises SourceBucketMissingError when it is gone)."""
+        if self._listing_proves_absence:
+            try:
+                return listed_now(self.source, keys)
+            except ListingOrderError as exc:
+                log.warning("source_listing_not_in_byte_order", detail=str(exc))
+                self._listing_proves_absence = False
+        return {key for key in keys if not source_absent(self.source, key)}
+
+    def _delete_batch(self, keys: list[str]) -> dict[str, datetime]:
+        """Delete the keys the source still does not hold; returns them with the target's time
+        of their delete."""
+        present = self._still_at_source(keys)
+        for key in keys:
+            if key in present:
+                log.warning("delete_skipped", key=key, reason="source has the key again")
+                self.summary.skip_delete(key)
+        keys = [key for key in keys if key not in present]
+        if not keys:
+            return {}
         client, bucket = self.target.client, self.target.bucket
+        when: dict[str, datetime] = {}
         try:
             response = client.delete_objects(
                 Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
             )
             failed = {e["Key"]: e.get("Code", "error") for e in response.get("Errors", [])}
+            when = dict.fromkeys(keys, _server_time(response))
         except ClientError as exc:
             # Some stores reject the batch call (checksum headers); delete one by one instead.
             log.warning("delete_objects_unsupported", error=describe(exc))
             failed = {}
             for key in keys:
                 try:
-                    client.delete_object(Bucket=bucket, Key=key)
+                    when[key] = _server_time(client.delete_object(Bucket=bucket, Key=key))
                 except ClientError as one:
                     failed[key] = error_code(one) or "error"
         for key in keys:
@@ -460,6 +658,29 @@ class Migration:
                 self.summary.fail(key, f"delete: {failed[key]}")
             else:
                 self.summary.finish(Action.DELETE, 0)
+        return {key: at for key, at in when.items() if key not in failed}
+
+    def _abort_uploads(self, deleted: dict[str, datetime]) -> None:
+        """Abort the deleted keys' incomplete uploads: their parts are billed, invisibly."""
+        if not deleted:
+            return
+        try:
+            aborted = abort_uploads_of(self.target, deleted)
+        except ClientError as exc:
+            log.error("abort_uploads_failed", error=describe(exc))
+        else:
+            if aborted:
+                log.info("uploads_of_deleted_keys_aborted", count=len(aborted))
+        deleted.clear()
+
+
+def _server_time(response: Any) -> datetime:
+    """The target's clock at a response (its Date header), to compare with its upload times."""
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return parsedate_to_datetime(date) if date else datetime.now(UTC)
+    except (TypeError, ValueError):
+        return datetime.now(UTC)
 
 
 def default_processes() -> int:

@@ -2,18 +2,20 @@
 
 Killed copies (SIGKILL, OOM, a lost task) cannot abort their uploads, and their parts are billed
 while invisible. Lyve Cloud's ListMultipartUploads may insist on a prefix: when the bucket-wide
-call is refused, the top-level prefixes of the bucket are walked instead.
+call is refused, the top-level prefixes of the bucket are walked instead. After `--delete`, the
+incomplete uploads of the deleted keys are aborted the same way.
 """
 
 from __future__ import annotations
 
 import string
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from botocore.exceptions import ClientError
 
+from migrate.listing import shared_prefix
 from replicator.clients import Endpoint
 from replicator.errors import describe, error_code
 from replicator.logs import get_logger
@@ -61,6 +63,19 @@ def incomplete_uploads(endpoint: Endpoint, prefix: str = "") -> Iterator[Upload]
             log.warning("list_uploads_failed", prefix=sub, error=describe(exc))
 
 
+def _abort(endpoint: Endpoint, upload: Upload) -> bool:
+    """Abort one upload; True when it is gone (also when someone else aborted it first)."""
+    try:
+        endpoint.client.abort_multipart_upload(
+            Bucket=endpoint.bucket, Key=upload.key, UploadId=upload.upload_id
+        )
+    except ClientError as exc:
+        if error_code(exc) not in ("NoSuchUpload", "404"):
+            log.error("abort_failed", key=upload.key, error=describe(exc))
+            return False
+    return True
+
+
 def cleanup_uploads(
     endpoint: Endpoint, older_than: datetime, prefix: str = "", dry_run: bool = False
 ) -> list[Upload]:
@@ -68,15 +83,8 @@ def cleanup_uploads(
     for upload in incomplete_uploads(endpoint, prefix):
         if upload.initiated >= older_than:
             continue
-        if not dry_run:
-            try:
-                endpoint.client.abort_multipart_upload(
-                    Bucket=endpoint.bucket, Key=upload.key, UploadId=upload.upload_id
-                )
-            except ClientError as exc:
-                if error_code(exc) not in ("NoSuchUpload", "404"):
-                    log.error("abort_failed", key=upload.key, error=describe(exc))
-                    continue
+        if not dry_run and not _abort(endpoint, upload):
+            continue
         log.info(
             "upload_aborted" if not dry_run else "upload_would_abort",
             key=upload.key,
@@ -84,4 +92,24 @@ def cleanup_uploads(
             initiated=upload.initiated.isoformat(),
         )
         aborted.append(upload)
+    return aborted
+
+
+def abort_uploads_of(endpoint: Endpoint, deleted: Mapping[str, datetime]) -> list[Upload]:
+    """Abort the incomplete uploads of keys just deleted, begun before each key's delete (by the
+    target's clock): an upload begun after it belongs to a new copy of a re-created key.
+
+    One listing over the prefix the keys share (Lyve needs a prefix; `incomplete_uploads` walks
+    the top-level ones when the bucket-wide call is refused), not one per key.
+    """
+    if not deleted:
+        return []
+    aborted: list[Upload] = []
+    for upload in incomplete_uploads(endpoint, shared_prefix(deleted)):
+        when = deleted.get(upload.key)
+        if when is None or upload.initiated >= when:
+            continue
+        if _abort(endpoint, upload):
+            log.info("upload_aborted", key=upload.key, upload_id=upload.upload_id, reason="key deleted")
+            aborted.append(upload)
     return aborted

@@ -211,7 +211,19 @@ class Settings(OpsSettings):
             data["source_region"] or "us-east-1",
         )
         data["target_default_credentials"] = not source_has_credentials
-        return Settings.model_validate(data)
+        try:
+            return Settings.model_validate(data)
+        except ValidationError as exc:
+            # The complaint is about the swapped settings: name the variables as the user set
+            # them (the swapped TARGET_X is the user's SOURCE_X). from None: the error's input
+            # values hold the unwrapped keys.
+            raise ConfigError(
+                "configuration error: with --reverse the SOURCE_* settings describe the target: "
+                + _SIDE.sub(lambda m: "TARGET_" if m.group(1) == "SOURCE" else "SOURCE_", _describe(exc))
+            ) from None
+
+
+_SIDE = re.compile(r"\b(SOURCE|TARGET)_")
 
 
 def _describe(error: ValidationError) -> str:

@@ -86,3 +86,18 @@ def test_swapped_settings_exchange_the_two_ends(env: pytest.MonkeyPatch) -> None
     assert swapped.target_bucket == "source-bucket"
     assert swapped.target_endpoint_url == "https://s3.eu-west-1.amazonaws.com"
     assert swapped.target_default_credentials is True
+
+
+def test_swapping_into_an_invalid_configuration_names_the_users_variables_and_no_secret(
+    env: pytest.MonkeyPatch,
+) -> None:
+    # Explicit source keys and no source endpoint: swapped, the target has no endpoint.
+    env.setenv("SOURCE_ACCESS_KEY_ID", "AKIDEXAMPLESOURCE")
+    env.setenv("SOURCE_SECRET_ACCESS_KEY", "source-secret-value-0123456789")
+    settings = load_settings()
+    with pytest.raises(ConfigError) as caught:
+        settings.swapped()
+    message = str(caught.value)
+    assert "SOURCE_ENDPOINT_URL" in message
+    assert "source-secret-value" not in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__

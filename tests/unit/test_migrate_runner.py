@@ -1,0 +1,178 @@
+"""How the runner retries and classifies each copy, in the parent and in the child processes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from migrate import runner
+from migrate.plan import Action, Decision
+from migrate.runner import CopyOutcome, Migration, Options, outcome_of
+from replicator.clients import Endpoint
+from replicator.errors import (
+    ArchivedObjectError,
+    IntegrityError,
+    SourceBucketMissingError,
+    SourceChangedError,
+    UnstorableKeyError,
+)
+from replicator.objects import ObjectInfo
+from replicator.settings import Settings
+from replicator.transfer import CopyResult
+
+
+def settings(**tuning: Any) -> Settings:
+    return Settings(
+        source_bucket="source-bucket",
+        target_bucket="target-bucket",
+        target_endpoint_url="https://s3.example.com",
+        target_access_key_id="key",
+        target_secret_access_key="secret",
+        **tuning,
+    )
+
+
+class FailingEngine:
+    """Fails each copy with the errors given, in turn, then succeeds."""
+
+    def __init__(self, settings: Settings, *errors: Exception) -> None:
+        self.settings = settings
+        self.errors = list(errors)
+        self.calls = 0
+        self.source = Endpoint("source", "source-bucket", None, "s")  # type: ignore[arg-type]
+        self.target = Endpoint("target", "target-bucket", None, "t")  # type: ignore[arg-type]
+
+    def copy(self, obj: ObjectInfo, cancel: threading.Event | None = None) -> CopyResult:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return CopyResult(key=obj.key, size=obj.size, md5=None, parts=1, seconds=0.0, source_etag="e")
+
+
+def decision(key: str = "k") -> Decision:
+    return Decision(Action.COPY, key, ObjectInfo(key=key, size=3, etag="e", complete=False), None)
+
+
+@pytest.mark.parametrize(
+    ("error", "restarts"),
+    [
+        (SourceChangedError("changed"), {"source_changed_restarts": 2}),
+        (IntegrityError("bad"), {"integrity_restarts": 1}),
+    ],
+)
+def test_a_copy_starts_over_as_often_as_the_settings_say(error: Exception, restarts: dict[str, int]) -> None:
+    count = next(iter(restarts.values()))
+    engine = FailingEngine(settings(**restarts), *([error] * 10))
+    migration = Migration(engine, Options(concurrency=1))  # type: ignore[arg-type]
+    migration._copy(decision())
+    summary = migration.summary.settle()
+    assert engine.calls == count + 1
+    assert summary.failures and not summary.done
+
+
+def test_permanent_errors_are_reported_apart_and_never_retried() -> None:
+    engine = FailingEngine(
+        settings(source_changed_restarts=3),
+        UnstorableKeyError("target cannot store 'a': an object and a prefix of the same name cannot coexist"),
+        ArchivedObjectError("archived in GLACIER"),
+    )
+    migration = Migration(engine, Options(concurrency=1))  # type: ignore[arg-type]
+    migration._copy(decision("a"))
+    migration._copy(decision("cold"))
+    summary = migration.summary.settle()
+    assert engine.calls == 2
+    assert summary.unstorable == [
+        {
+            "key": "a",
+            "reason": "target cannot store 'a': an object and a prefix of the same name cannot coexist",
+        }
+    ]
+    assert summary.archived == [{"key": "cold", "reason": "archived in GLACIER"}]
+    assert summary.failures == []
+
+
+@pytest.fixture
+def child(monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    with mock_aws():
+        child_settings = settings(source_changed_restarts=1)
+        runner._child_init(child_settings, None, 2)
+        yield child_settings
+    runner._child["threads"].shutdown()
+    runner._child.clear()
+
+
+def test_a_child_process_carries_each_outcome_and_its_reason_back(child: Settings) -> None:
+    engine = FailingEngine(child)
+    runner._child["engine"] = engine
+    outcomes = runner._child_copy([("ok", 3, "e")])
+    assert outcomes == [CopyOutcome("ok", 3, "done")]
+    for error, kind in (
+        (UnstorableKeyError("segment over 255 bytes"), "unstorable"),
+        (ArchivedObjectError("archived in DEEP_ARCHIVE"), "archived"),
+        (ValueError("boom"), "failed"),
+    ):
+        engine.errors = [error]
+        [outcome] = runner._child_copy([("k", 3, "e")])
+        assert (outcome.kind, outcome.key) == (kind, "k")
+        assert str(error) in outcome.detail
+    engine.errors, engine.calls = [SourceChangedError("x")] * 5, 0
+    assert runner._child_copy([("k", 3, "e")])[0].kind == "failed"
+    assert engine.calls == 2  # source_changed_restarts=1: the settings reach the children
+
+
+def test_outcome_of_sorts_errors_in_one_place() -> None:
+    assert outcome_of("k", 1, ArchivedObjectError("a")).kind == "archived"
+    assert outcome_of("k", 1, UnstorableKeyError("u")).kind == "unstorable"
+    assert outcome_of("k", 1, OSError("o")) == CopyOutcome("k", 1, "failed", "OSError: o")
+
+
+class Reordering:
+    """An S3 client whose listings come back in reverse order (a store with its own order)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.listings: list[dict[str, Any]] = []
+
+    def list_objects_v2(self, **args: Any) -> Any:
+        self.listings.append(args)
+        page = self.client.list_objects_v2(**args)
+        page["Contents"] = list(reversed(page.get("Contents", [])))
+        return page
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="source-bucket")
+        yield client
+
+
+def test_a_source_listing_out_of_order_falls_back_to_one_look_per_key(s3: Any) -> None:
+    for key in ("d/a", "d/b", "d/c"):
+        s3.put_object(Bucket="source-bucket", Key=key, Body=b"")
+    engine = FailingEngine(settings())
+    source = Reordering(s3)
+    engine.source = Endpoint("source", "source-bucket", source, "moto")  # type: ignore[arg-type]
+    migration = Migration(engine, Options(concurrency=1))  # type: ignore[arg-type]
+    assert migration._still_at_source(["d/a", "d/b", "d/x"]) == {"d/a", "d/b"}
+    # One listing found out of order, then one exact look per key (reconcile.source_absent).
+    assert [args.get("Delimiter") for args in source.listings] == ["/", None, None, None]
+    assert migration._still_at_source(["d/c", "d/y"]) == {"d/c"}
+    assert len(source.listings) == 6  # the store's order is remembered: no listing tried again
+
+
+def test_a_missing_source_bucket_stops_the_deletes(s3: Any) -> None:
+    engine = FailingEngine(settings())
+    engine.source = Endpoint("source", "no-such-bucket", s3, "moto")
+    migration = Migration(engine, Options(concurrency=1))  # type: ignore[arg-type]
+    with pytest.raises(SourceBucketMissingError, match="no-such-bucket"):
+        migration._delete_batch(["a", "b"])
+    migration._listing_proves_absence = False  # the per-key look says the same
+    with pytest.raises(SourceBucketMissingError, match="no-such-bucket"):
+        migration._delete_batch(["a", "b"])
