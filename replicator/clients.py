@@ -65,7 +65,7 @@ class Clients:
 
 def _aws_config(settings: Settings) -> Config:
     return Config(
-        retries={"mode": "standard", "max_attempts": settings.max_attempts},
+        retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
         max_pool_connections=settings.max_pool_connections,
         connect_timeout=settings.connect_timeout_seconds,
         read_timeout=settings.read_timeout_seconds,
@@ -75,7 +75,7 @@ def _aws_config(settings: Settings) -> Config:
 def _s3_config(settings: Settings, side: str) -> Config:
     checksum = getattr(settings, f"{side}_checksum_mode")
     return Config(
-        retries={"mode": "standard", "max_attempts": settings.max_attempts},
+        retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
         max_pool_connections=settings.max_pool_connections,
         connect_timeout=settings.connect_timeout_seconds,
         read_timeout=settings.read_timeout_seconds,

@@ -1,21 +1,28 @@
 """The copy engine shared by the worker and migrate: source GET -> target PUT, streamed.
 
-Small objects go in one PUT. Larger ones are split into parts fetched with parallel ranged GETs
-and sent with parallel UploadPart calls. A process-wide byte budget bounds the part buffers in
-memory, whatever the object size or the number of objects in flight. Every part carries its
-Content-MD5; the whole-object MD5 is computed in order while streaming and checked against the
-source where the source knows it. Any failure aborts the multipart upload.
+Small objects go in one PUT with their Content-MD5. Larger ones are split into parts fetched with
+parallel ranged GETs and sent with parallel UploadPart calls; a process-wide byte budget bounds
+the part buffers in memory, whatever the object size or the number of objects in flight. A part
+carries its Content-MD5, or, where the source's own part layout is replayed, the target's part
+ETags must combine into the source's ETag before the upload is completed.
+
+An interrupted copy keeps its multipart upload, and the next copy of the key resumes it: every
+upload we create holds a small marker part (number 10,000, never part of the object) whose bytes
+name the source version and the part layout, so its MD5, which the store returns as the part's
+ETag, tells whether the parts already there belong to the object being copied. Any other failure
+aborts the upload.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,36 +32,49 @@ from botocore.exceptions import ClientError
 
 from replicator.clients import Endpoint
 from replicator.errors import (
+    ArchivedObjectError,
     CancelledError,
+    CopyError,
     IntegrityError,
+    RetryPolicy,
     SourceChangedError,
     describe,
     error_code,
     is_not_found,
+    is_retryable,
     request_retrying,
+    source_refusal,
 )
 from replicator.lean_s3 import LeanS3, LeanUnsupported
 from replicator.logs import get_logger
-from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo, clean_etag
+from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo, clean_etag, target_matches
 from replicator.settings import MIB, Settings
+from replicator.target_rules import check_key, explain_refusal
 
 log = get_logger(__name__)
 
 MIN_PART_SIZE = 5 * MIB
 MAX_PART_SIZE = 4 * 1024 * MIB  # Lyve Cloud's limit (AWS allows 5 GiB)
 MAX_PARTS = 10_000
+MARKER_PART = MAX_PARTS  # the resume marker's part number
+MAX_DATA_PARTS = MAX_PARTS - 1  # our own layouts leave part 10,000 to the marker
 MAX_SINGLE_PUT = 5 * 1024 * MIB
 MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MIB
-SELF_COPY_LIMIT = 5 * 1024 * MIB  # CopyObject limit, for recording a streamed MD5 afterwards
+SELF_COPY_LIMIT = 5 * 1024 * MIB  # CopyObject's limit; above it, UploadPartCopy
+COPY_PART_SIZE = 1024 * MIB  # parts of a server-side multipart copy (no bytes pass through here)
+MARKER_VERSION = "replica-resume v1"
+# A copy looks at an object again when its size moved across the multipart threshold since it
+# was listed; an object that keeps doing so is given up on (and reconciled again later).
+SIZE_LOOKS = 3
 
 T = TypeVar("T")
 
 
 def part_size_for(size: int, configured: int) -> int:
-    """max(configured, ceil(size / 10,000)), rounded up to a whole MiB, within the part limits."""
+    """max(configured, ceil(size / 9,999)), rounded up to a whole MiB, within the part limits."""
     if size > MAX_OBJECT_SIZE:
         raise ValueError(f"object of {size} bytes exceeds the 5 TiB object limit")
-    needed = max(configured, MIN_PART_SIZE, math.ceil(size / MAX_PARTS))
+    needed = max(configured, MIN_PART_SIZE, math.ceil(size / MAX_DATA_PARTS))
     needed = math.ceil(needed / MIB) * MIB
     if needed > MAX_PART_SIZE:
         raise ValueError(f"object of {size} bytes needs parts above the {MAX_PART_SIZE} byte limit")
@@ -75,6 +95,14 @@ class _ChainBroken(Exception):
 
 class _GrewError(Exception):
     """The object is now above the multipart threshold: take the multipart path."""
+
+
+class _CutShort(Exception):
+    """Reading a boto3 response body failed part-way: botocore retried the request, not the read."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(describe(error))
+        self.error = error
 
 
 class ByteBudget:
@@ -112,23 +140,57 @@ class ByteBudget:
 class CopyResult:
     key: str
     size: int
-    md5: str
+    # The whole-object MD5 recorded on the target: computed (single PUT, WHOLE_OBJECT_MD5) or
+    # known from the source; None for a multipart copy whose MD5 nobody knows.
+    md5: str | None
     parts: int
     seconds: float
     source_etag: str
+    # Bytes an interrupted earlier copy had uploaded already, kept and not sent again.
+    resumed_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How an object is cut into parts."""
+
+    size: int
+    part_size: int
+    chained: bool  # the source's own layout, verified through the ETag chain
+
+    @property
+    def count(self) -> int:
+        return math.ceil(self.size / self.part_size)
+
+    def start(self, number: int) -> int:
+        return (number - 1) * self.part_size
+
+    def length(self, number: int) -> int:
+        return min(self.part_size, self.size - self.start(number))
+
+
+@dataclass(frozen=True)
+class _Incomplete:
+    """An incomplete upload of the key on the target, with its parts (number -> (size, ETag))
+    when they could be listed."""
+
+    upload_id: str
+    parts: dict[int, tuple[int, str]] | None
 
 
 class _MultipartProgress:
-    """Per-upload state: the in-order whole-object MD5 and the release of part buffers.
+    """Per-upload state: part ETags, the release of part buffers and, when asked for, the
+    in-order whole-object MD5.
 
-    A part's buffer is released once it is both uploaded and folded into the MD5, so a slow
-    early part holds back at most the budget's worth of later ones.
+    A part's buffer is released once it is uploaded (and, when hashing, folded into the MD5),
+    so a slow early part holds back at most the budget's worth of later ones.
     """
 
-    def __init__(self, budget: ByteBudget) -> None:
+    def __init__(self, budget: ByteBudget, hashing: bool) -> None:
         self._budget = budget
+        self.hashing = hashing
         self._md5 = hashlib.md5()  # noqa: S324
-        self._next = 0
+        self._next = 1
         self._pending: dict[int, bytes | bytearray] = {}
         self._uploaded: set[int] = set()
         self._hashed: set[int] = set()
@@ -137,15 +199,17 @@ class _MultipartProgress:
         self._hash_lock = threading.Lock()
         self.etags: dict[int, str] = {}
 
-    def track(self, index: int, size: int) -> None:
+    def track(self, number: int, size: int) -> None:
         with self._lock:
-            self._sizes[index] = size
+            self._sizes[number] = size
 
-    def fetched(self, index: int, data: bytes | bytearray) -> None:
+    def fetched(self, number: int, data: bytes | bytearray) -> None:
+        if not self.hashing:
+            return
         with self._lock:
-            if index < self._next or index in self._pending:
+            if number < self._next or number in self._pending:
                 return  # a retried part: already counted
-            self._pending[index] = data
+            self._pending[number] = data
         self._hash_in_order()
 
     def _hash_in_order(self) -> None:
@@ -155,15 +219,15 @@ class _MultipartProgress:
             try:
                 while True:
                     with self._lock:
-                        index = self._next
-                        chunk = self._pending.pop(index, None)
+                        number = self._next
+                        chunk = self._pending.pop(number, None)
                     if chunk is None:
                         break
                     self._md5.update(chunk)  # releases the GIL for large buffers
                     with self._lock:
-                        self._next = index + 1
-                        self._hashed.add(index)
-                        self._maybe_release(index)
+                        self._next = number + 1
+                        self._hashed.add(number)
+                        self._maybe_release(number)
             finally:
                 self._hash_lock.release()
             with self._lock:
@@ -171,21 +235,22 @@ class _MultipartProgress:
                     return
             # A part arrived just as this thread stopped hashing: go round again.
 
-    def uploaded(self, index: int, etag: str) -> None:
+    def uploaded(self, number: int, etag: str) -> None:
         with self._lock:
-            self.etags[index] = etag
-            self._uploaded.add(index)
-            self._maybe_release(index)
+            self.etags[number] = etag
+            self._uploaded.add(number)
+            self._maybe_release(number)
 
-    def abandon(self, index: int) -> None:
+    def abandon(self, number: int) -> None:
         """A part that failed gives its buffer back."""
         with self._lock:
-            if index in self._sizes:
-                self._budget.release(self._sizes.pop(index))
+            if number in self._sizes:
+                self._budget.release(self._sizes.pop(number))
 
-    def _maybe_release(self, index: int) -> None:
-        if index in self._uploaded and index in self._hashed and index in self._sizes:
-            self._budget.release(self._sizes.pop(index))
+    def _maybe_release(self, number: int) -> None:
+        done = number in self._uploaded and (number in self._hashed or not self.hashing)
+        if done and number in self._sizes:
+            self._budget.release(self._sizes.pop(number))
 
     def release_all(self) -> None:
         with self._lock:
@@ -207,11 +272,20 @@ class TransferEngine:
         self.settings = settings
         self.budget = ByteBudget(settings.max_buffer_bytes)
         self._chain_usable = True
+        # Off once the target answers a marker part with an ETag that is not its MD5.
+        self._markers_usable = settings.resume_uploads
         self._lean_source = self._lean(source)
         self._lean_target = self._lean(target)
         self._parts = ThreadPoolExecutor(max_workers=settings.part_concurrency, thread_name_prefix="part")
-        self._housekeeping = ThreadPoolExecutor(max_workers=2, thread_name_prefix="housekeeping")
-        self._retrying = request_retrying(settings.max_attempts)
+        # Upload look-ups run here while the copy plans its layout: one per multipart copy in
+        # flight (threads start only when needed).
+        self._housekeeping = ThreadPoolExecutor(max_workers=32, thread_name_prefix="housekeeping")
+        # Request-level retries happen once: botocore's own for boto3 calls; this policy for
+        # what botocore does not retry (lean requests, a boto3 body cut short while reading).
+        self._retry = request_retrying(settings.max_attempts)
+        self._retry_body = RetryPolicy(
+            settings.max_attempts, first_wait=0.2, max_wait=5, retryable=lambda e: isinstance(e, _CutShort)
+        )
 
     def close(self) -> None:
         self._parts.shutdown(wait=True, cancel_futures=True)
@@ -220,25 +294,99 @@ class TransferEngine:
     # -- public -------------------------------------------------------------------------------
 
     def copy(self, obj: ObjectInfo, cancel: threading.Event | None = None) -> CopyResult:
-        """Copy one source object (as read by HeadObject) to the same key on the target."""
+        """Copy one source object (as read by HeadObject, or listed) to the same key on the target.
+
+        Raises PermanentError subclasses for what retrying cannot fix (a key the target cannot
+        store, an archived or unreadable encrypted source), CancelledError when `cancel` is set
+        (the multipart upload is kept for the next attempt to resume), and SourceChangedError /
+        IntegrityError for the caller's object-level start-over.
+        """
+        refusal = check_key(obj.key)
+        if refusal is not None:
+            raise refusal
         cancel = cancel or threading.Event()
+        if cancel.is_set():
+            raise CancelledError(f"copy of {obj.key!r} not started: stopping")
         started = time.monotonic()
-        if obj.size >= self.settings.multipart_threshold and not obj.complete:
-            # Listed, not looked at: the multipart path needs headers and metadata up front.
-            obj = self._head_source(obj.key, first_part=self._may_replay(obj.etag))
-        if obj.size < self.settings.multipart_threshold:
-            try:
-                obj, md5, parts = *self._copy_single(obj), 1
-            except _GrewError:
-                obj = self._head_source(obj.key)  # rewritten larger since it was listed
-        if obj.size >= self.settings.multipart_threshold:
-            md5, parts = self._copy_multipart(obj, cancel)
-        return CopyResult(obj.key, obj.size, md5, parts, time.monotonic() - started, obj.etag)
+        threshold = self.settings.multipart_threshold
+        for _ in range(SIZE_LOOKS):
+            if obj.size >= threshold and not obj.complete:
+                # Listed, not looked at: the multipart path needs headers and metadata up front.
+                obj = self._head_source(obj.key, first_part=self._may_replay(obj.etag), known=obj)
+            if obj.complete and obj.archived:
+                raise ArchivedObjectError(
+                    f"source object {obj.key!r} is archived in {obj.archive_tier} and not restored: "
+                    "restore it first"
+                )
+            if obj.size < threshold:
+                try:
+                    obj, md5 = self._copy_single(obj)
+                except _GrewError:
+                    obj = self._head_source(obj.key)  # rewritten since it was listed: look again
+                    continue
+                return CopyResult(obj.key, obj.size, md5, 1, time.monotonic() - started, obj.etag)
+            md5_or_none, parts, resumed = self._copy_multipart(obj, cancel)
+            return CopyResult(
+                obj.key, obj.size, md5_or_none, parts, time.monotonic() - started, obj.etag, resumed
+            )
+        raise SourceChangedError(f"{obj.key!r} keeps changing size across the multipart threshold")
+
+    def update_metadata(self, source: ObjectInfo) -> None:
+        """Give the target object the source's content headers and user metadata without sending
+        its bytes again: a server-side copy of the target onto itself (CopyObject up to 5 GiB,
+        UploadPartCopy above), pinned to the target's ETag. Our recorded fields are kept.
+
+        The target must already hold the source's bytes (target_matches); otherwise
+        SourceChangedError (the key is to be copied instead).
+        """
+        if not source.complete:
+            source = self._head_source(source.key, known=source)
+        key = source.key
+        try:
+            head = self.target.client.head_object(Bucket=self.target.bucket, Key=key)
+        except ClientError as exc:
+            if is_not_found(exc):
+                raise SourceChangedError(f"{key!r} is no longer on the target: copy it") from exc
+            raise
+        target = ObjectInfo.from_head(key, head)
+        if not target_matches(source, target):
+            raise SourceChangedError(f"the target's {key!r} does not hold the source's bytes: copy it")
+        metadata = source.user_metadata()
+        metadata[META_SOURCE_ETAG] = target.recorded_source_etag or source.etag
+        if target.metadata.get(META_MD5):
+            metadata[META_MD5] = target.metadata[META_MD5]
+        args: dict[str, Any] = {"Bucket": self.target.bucket, "Key": key, "Metadata": metadata}
+        args.update(source.headers)
+        pinned = f'"{target.etag}"'
+        if target.size <= SELF_COPY_LIMIT:
+            self._target_write(
+                key,
+                lambda: self.target.client.copy_object(
+                    CopySource={"Bucket": self.target.bucket, "Key": key},
+                    CopySourceIfMatch=pinned,
+                    MetadataDirective="REPLACE",  # CopyObject keeps the tags (TaggingDirective COPY)
+                    **args,
+                ),
+            )
+        else:
+            if self.settings.copy_tags:
+                tagging = self._source_tagging(source)
+                if tagging:
+                    args["Tagging"] = tagging
+            self._copy_in_place_by_parts(target, pinned, args)
+        log.info("metadata_updated", key=key)
+
+    def abort_uploads(self, key: str, keep: Collection[str] = ()) -> int:
+        """Abort the incomplete uploads of exactly this key (not of keys it prefixes), except
+        those in `keep`; returns how many."""
+        aborted = 0
+        for upload_id in self._upload_ids(key):
+            if upload_id not in keep:
+                self._abort(key, upload_id)
+                aborted += 1
+        return aborted
 
     # -- helpers ------------------------------------------------------------------------------
-
-    def _retry(self, fn: Callable[[], T]) -> T:
-        return self._retrying(fn)
 
     def _put_args(self, obj: ObjectInfo, md5: str | None, with_tags: bool = True) -> dict[str, Any]:
         metadata = obj.user_metadata()
@@ -257,6 +405,52 @@ class TransferEngine:
         tags = self.source.client.get_object_tagging(Bucket=self.source.bucket, Key=obj.key)["TagSet"]
         return urlencode([(t["Key"], t["Value"]) for t in tags])
 
+    def _source_failure(
+        self, exc: ClientError, obj: ObjectInfo | None, key: str, operation: str
+    ) -> CopyError | None:
+        """What a refused source read means for the copy, or None: pass the error on."""
+        refusal = source_refusal(exc, obj, operation, key)
+        if refusal is not None:
+            return refusal
+        if is_not_found(exc) or error_code(exc) in ("PreconditionFailed", "412"):
+            return SourceChangedError(f"{key!r} changed or vanished during the copy")
+        return None
+
+    def _target_write(self, key: str, write: Callable[[], T]) -> T:
+        """A write to the target; a refusal of the key itself becomes the UnstorableKeyError that
+        says why (never retried: the key will not fit however often it is sent)."""
+        try:
+            return write()
+        except CopyError:
+            raise
+        except Exception as exc:
+            refusal = explain_refusal(exc, key, self.target)
+            if refusal is not None:
+                raise refusal from exc
+            raise
+
+    def _boto_get(self, call: Callable[[], Any], max_size: int | None = None) -> tuple[Any, bytes | None]:
+        """A boto3 GetObject and its body; (response, None) when the body is longer than max_size
+        (closed unread). botocore retries the request; a body cut short is read again here."""
+
+        def attempt() -> tuple[Any, bytes | None]:
+            response = call()
+            body = response["Body"]
+            if max_size is not None and int(response["ContentLength"]) > max_size:
+                body.close()
+                return response, None
+            try:
+                return response, body.read()
+            except Exception as exc:
+                if is_retryable(exc):
+                    raise _CutShort(exc) from exc
+                raise
+
+        try:
+            return self._retry_body(attempt)
+        except _CutShort as exc:
+            raise exc.error from None
+
     def _read_range(self, obj: ObjectInfo, start: int, length: int) -> bytes | bytearray:
         # Pin every read to the version we looked at: a concurrent overwrite fails the copy
         # (and the reconcile starts over) instead of mixing two versions' bytes.
@@ -265,7 +459,9 @@ class TransferEngine:
         try:
             if lean is not None:
                 try:
-                    return lean.get_range(obj.key, start, length, obj.version_id, if_match)
+                    return self._retry(
+                        lambda: lean.get_range(obj.key, start, length, obj.version_id, if_match)
+                    )
                 except LeanUnsupported as exc:
                     self._lean_failed("source", exc)
             args: dict[str, Any] = {
@@ -277,32 +473,41 @@ class TransferEngine:
                 args["VersionId"] = obj.version_id
             elif if_match:
                 args["IfMatch"] = if_match
-            return self.source.client.get_object(**args)["Body"].read()
+            _, data = self._boto_get(lambda: self.source.client.get_object(**args))
+            assert data is not None  # no size limit asked for
+            return data
         except ClientError as exc:
-            if is_not_found(exc) or error_code(exc) in ("PreconditionFailed", "412"):
-                raise SourceChangedError(f"{obj.key!r} changed or vanished during the copy") from exc
+            failure = self._source_failure(exc, obj, obj.key, "GetObject")
+            if failure is not None:
+                raise failure from exc
             raise
 
     def _upload_part(
         self, obj: ObjectInfo, upload_id: str, number: int, data: bytes | bytearray, content_md5: str | None
     ) -> str:
         """UploadPart; returns the part's ETag."""
-        lean = self._lean_target
-        if lean is not None:
-            try:
-                return lean.upload_part(obj.key, upload_id, number, data, content_md5)
-            except LeanUnsupported as exc:
-                self._lean_failed("target", exc)
-        integrity: dict[str, Any] = {"ContentMD5": content_md5} if content_md5 else {}
-        response = self.target.client.upload_part(
-            Bucket=self.target.bucket,
-            Key=obj.key,
-            UploadId=upload_id,
-            PartNumber=number,
-            Body=data,  # type: ignore[arg-type]  # botocore takes a bytearray; the stubs say bytes
-            **integrity,
-        )
-        return response["ETag"]
+
+        def send() -> str:
+            lean = self._lean_target
+            if lean is not None:
+                try:
+                    return self._retry(
+                        lambda: lean.upload_part(obj.key, upload_id, number, data, content_md5)
+                    )
+                except LeanUnsupported as exc:
+                    self._lean_failed("target", exc)
+            integrity: dict[str, Any] = {"ContentMD5": content_md5} if content_md5 else {}
+            response = self.target.client.upload_part(
+                Bucket=self.target.bucket,
+                Key=obj.key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,  # type: ignore[arg-type]  # botocore takes a bytearray; the stubs say bytes
+                **integrity,
+            )
+            return response["ETag"]
+
+        return self._target_write(obj.key, send)
 
     def _may_replay(self, etag: str) -> bool:
         """Whether a copy could replay the source's part layout (see _source_part_size)."""
@@ -312,7 +517,7 @@ class TransferEngine:
 
     def _head_first_part(self, key: str) -> ObjectInfo | None:
         """HeadObject of part 1 (the object's headers plus its part layout), or None when the
-        store cannot answer for a part."""
+        store cannot answer for a part (then a plain HEAD says why, if anything is wrong)."""
         try:
             head = self.source.client.head_object(Bucket=self.source.bucket, Key=key, PartNumber=1)
         except ClientError as exc:
@@ -324,7 +529,7 @@ class TransferEngine:
         except ValueError:
             return None
 
-    def _head_source(self, key: str, first_part: bool = False) -> ObjectInfo:
+    def _head_source(self, key: str, first_part: bool = False, known: ObjectInfo | None = None) -> ObjectInfo:
         """HeadObject on the source. With first_part, a HEAD of part 1: the same headers and
         metadata plus the part layout a replayed copy needs, in one round trip instead of two."""
         if first_part:
@@ -337,8 +542,9 @@ class TransferEngine:
         try:
             head = self.source.client.head_object(Bucket=self.source.bucket, Key=key)
         except ClientError as exc:
-            if is_not_found(exc):
-                raise SourceChangedError(f"{key!r} vanished before the copy") from exc
+            failure = self._source_failure(exc, known, key, "HeadObject")
+            if failure is not None:
+                raise failure from exc
             raise
         return ObjectInfo.from_head(key, head)
 
@@ -361,77 +567,112 @@ class TransferEngine:
             log.info("lean_path_off", side=side, reason=str(exc))
             setattr(self, f"_lean_{side}", None)
 
-    def _read_whole(self, key: str) -> tuple[ObjectInfo, bytes]:
-        """One GET: an atomic read of one version, with its headers (no HEAD needed)."""
+    def _read_whole(self, listed: ObjectInfo) -> tuple[ObjectInfo, bytes]:
+        """One GET: an atomic read of one version, with its headers (no HEAD needed). A body at
+        or above the multipart threshold is not read: _GrewError."""
+        key = listed.key
+        limit = self.settings.multipart_threshold - 1
         lean = self._lean_source
+        response: Any = None
+        data: bytes | None = None
         try:
             if lean is not None:
                 try:
-                    response, data = lean.get_object(key)
-                    if int(response["ContentLength"]) >= self.settings.multipart_threshold:
-                        raise _GrewError(key)
-                    return ObjectInfo.from_head(key, response), data
+                    response, data = self._retry(lambda: lean.get_object(key, max_size=limit))
                 except LeanUnsupported as exc:
                     self._lean_failed("source", exc)
-            got: Any = self.source.client.get_object(Bucket=self.source.bucket, Key=key)
-            if int(got["ContentLength"]) >= self.settings.multipart_threshold:
-                got["Body"].close()
-                raise _GrewError(key)
-            data = got["Body"].read()
+            if response is None:
+                response, data = self._boto_get(
+                    lambda: self.source.client.get_object(Bucket=self.source.bucket, Key=key), limit
+                )
         except ClientError as exc:
-            if is_not_found(exc):
-                raise SourceChangedError(f"{key!r} vanished before the copy") from exc
+            failure = self._source_failure(exc, listed, key, "GetObject")
+            if failure is not None:
+                raise failure from exc
             raise
-        return ObjectInfo.from_head(key, got), data
+        if data is None:
+            raise _GrewError(key)
+        return ObjectInfo.from_head(key, response), data
 
     def _write_whole(self, obj: ObjectInfo, data: bytes, md5_hex: str) -> None:
         args = self._put_args(obj, md5_hex)
         checksum = base64.b64encode(bytes.fromhex(md5_hex)).decode()
-        lean = self._lean_target
-        if lean is not None:
-            params = {k: v for k, v in args.items() if k not in ("Bucket", "Key", "Metadata")}
-            try:
-                lean.put_object(obj.key, data, args["Metadata"], ContentMD5=checksum, **params)
-                return
-            except LeanUnsupported as exc:
-                self._lean_failed("target", exc)
-        self.target.client.put_object(Body=data, ContentMD5=checksum, **args)
+
+        def send() -> None:
+            lean = self._lean_target
+            if lean is not None:
+                params = {k: v for k, v in args.items() if k not in ("Bucket", "Key", "Metadata")}
+                try:
+                    self._retry(
+                        lambda: lean.put_object(
+                            obj.key, data, args["Metadata"], ContentMD5=checksum, **params
+                        )
+                    )
+                    return
+                except LeanUnsupported as exc:
+                    self._lean_failed("target", exc)
+            self.target.client.put_object(Body=data, ContentMD5=checksum, **args)
+
+        self._target_write(obj.key, send)
 
     def _copy_single(self, listed: ObjectInfo) -> tuple[ObjectInfo, str]:
         self.budget.acquire(listed.size)
         try:
-            obj, data = self._retry(lambda: self._read_whole(listed.key))
+            obj, data = self._read_whole(listed)
             if len(data) != obj.size:
                 raise IntegrityError(f"read {len(data)} bytes of {obj.key!r}, expected {obj.size}")
             md5_hex = hashlib.md5(data).hexdigest()  # noqa: S324
             expected = obj.known_md5
             if expected and expected != md5_hex:
                 raise IntegrityError(f"MD5 of {obj.key!r} is {md5_hex}, the source says {expected}")
-            self._retry(lambda: self._write_whole(obj, data, md5_hex))
+            self._write_whole(obj, data, md5_hex)
             return obj, md5_hex
         finally:
             self.budget.release(listed.size)
 
-    def _abort_stale_quietly(self, key: str, keep: str) -> None:
-        try:
-            stale = self.abort_stale_uploads(key, keep)
-        except Exception as exc:
-            # Housekeeping only (some stores restrict ListMultipartUploads): the copy goes ahead.
-            log.warning("stale_upload_check_failed", key=key, error=describe(exc))
-            return
-        if stale:
-            log.info("stale_uploads_aborted", key=key, count=stale)
+    # -- incomplete uploads ---------------------------------------------------------------------
 
-    def abort_stale_uploads(self, key: str, keep: str | None = None) -> int:
-        """Abort incomplete uploads of exactly this key (earlier killed or failed copies)."""
-        aborted = 0
+    def _upload_ids(self, key: str) -> list[str]:
+        """The incomplete uploads of exactly this key (Lyve Cloud needs the prefix)."""
         paginator = self.target.client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=self.target.bucket, Prefix=key):
-            for upload in page.get("Uploads", []):
-                if upload["Key"] == key and upload["UploadId"] != keep:
-                    self._abort(key, upload["UploadId"])
-                    aborted += 1
-        return aborted
+        return [
+            upload["UploadId"]
+            for page in paginator.paginate(Bucket=self.target.bucket, Prefix=key)
+            for upload in page.get("Uploads", [])
+            if upload["Key"] == key
+        ]
+
+    def _list_parts(self, key: str, upload_id: str) -> dict[int, tuple[int, str]]:
+        """number -> (size, ETag). A part number listed twice with different contents (SeaweedFS
+        lists every upload of a part number until completion) holds no telling which counts:
+        it is given no ETag, so it is never kept."""
+        parts: dict[int, tuple[int, str]] = {}
+        paginator = self.target.client.get_paginator("list_parts")
+        for page in paginator.paginate(Bucket=self.target.bucket, Key=key, UploadId=upload_id):
+            for part in page.get("Parts", []):
+                number, entry = int(part["PartNumber"]), (int(part["Size"]), clean_etag(part.get("ETag")))
+                parts[number] = entry if parts.get(number, entry) == entry else (0, "")
+        return parts
+
+    def _incomplete_uploads(self, key: str) -> list[_Incomplete] | None:
+        """The key's incomplete uploads with their parts (when resuming is on); None when the
+        target would not list them (some stores restrict ListMultipartUploads): then the copy
+        starts over and nothing is cleaned up."""
+        try:
+            upload_ids = self._upload_ids(key)
+        except Exception as exc:
+            log.warning("upload_lookup_failed", key=key, error=describe(exc))
+            return None
+        found = []
+        for upload_id in upload_ids:
+            parts = None
+            if self._markers_usable:
+                try:
+                    parts = self._list_parts(key, upload_id)
+                except Exception as exc:
+                    log.info("upload_not_resumed", key=key, upload_id=upload_id, reason=describe(exc))
+            found.append(_Incomplete(upload_id, parts))
+        return found
 
     def _abort(self, key: str, upload_id: str) -> None:
         try:
@@ -439,6 +680,71 @@ class TransferEngine:
         except ClientError as exc:
             if error_code(exc) not in ("NoSuchUpload", "404"):
                 log.warning("abort_failed", key=key, upload_id=upload_id, error=describe(exc))
+
+    def _abort_stale(self, key: str, upload_ids: list[str]) -> None:
+        """Housekeeping only: earlier copies' uploads that will not be resumed."""
+        try:
+            for upload_id in upload_ids:
+                self._abort(key, upload_id)
+        except Exception as exc:
+            log.warning("stale_upload_abort_failed", key=key, error=describe(exc))
+            return
+        log.info("stale_uploads_aborted", key=key, count=len(upload_ids))
+
+    def _resume_marker(self, obj: ObjectInfo, layout: _Layout, create_args: dict[str, Any]) -> bytes | None:
+        """The marker part's body: the source version, the layout and the headers and metadata
+        the upload was created with. Equal bytes, equal MD5: the parts already uploaded hold
+        this version's bytes cut this way. None when this upload gets no marker."""
+        if not self._markers_usable or layout.count >= MAX_PARTS:
+            return None  # a replayed 10,000-part layout: its ETag chain proves the bytes anyway
+        created = {k: v for k, v in create_args.items() if k not in ("Bucket", "Key")}
+        digest = hashlib.sha256(json.dumps(created, sort_keys=True, default=str).encode()).hexdigest()
+        lines = [
+            MARKER_VERSION,
+            f"etag {obj.etag}",
+            f"version {obj.version_id or ''}",
+            f"size {obj.size}",
+            f"part-size {layout.part_size}",
+            f"chained {str(layout.chained).lower()}",
+            f"created-with {digest}",
+        ]
+        return ("\n".join(lines) + "\n").encode()
+
+    def _resumable(
+        self, obj: ObjectInfo, layout: _Layout, marker: bytes | None, found: list[_Incomplete]
+    ) -> tuple[str, dict[int, str]] | None:
+        """The upload to resume and the parts of it to keep (number -> ETag), or None."""
+        if not self.settings.resume_uploads or (marker is None and layout.count < MAX_PARTS):
+            return None
+        best: tuple[str, dict[int, str]] | None = None
+        best_bytes = -1
+        for upload in found:
+            if upload.parts is None:
+                continue
+            if marker is not None:
+                wanted = hashlib.md5(marker).hexdigest()  # noqa: S324
+                size, etag = upload.parts.get(MARKER_PART, (0, ""))
+                reason = None
+                if not etag:
+                    reason = "no resume marker"
+                elif not _PLAIN_MD5.match(etag):
+                    reason = "the target's part ETags are not MD5s"
+                elif etag != wanted or size != len(marker):
+                    reason = "another source version, part layout or metadata"
+                if reason:
+                    log.info("upload_not_resumed", key=obj.key, upload_id=upload.upload_id, reason=reason)
+                    continue
+            kept = {
+                number: etag
+                for number, (size, etag) in upload.parts.items()
+                if number <= layout.count and etag and size == layout.length(number)
+            }
+            kept_bytes = sum(layout.length(number) for number in kept)
+            if kept_bytes > best_bytes:
+                best, best_bytes = (upload.upload_id, kept), kept_bytes
+        return best
+
+    # -- multipart ------------------------------------------------------------------------------
 
     def _source_part_size(self, obj: ObjectInfo) -> int | None:
         """The source's own part size, when its upload can be replayed part for part.
@@ -463,16 +769,57 @@ class TransferEngine:
         fits = MIN_PART_SIZE <= part_size <= min(MAX_PART_SIZE, self.budget.capacity // 2)
         return part_size if uniform and fits else None
 
-    def _copy_multipart(self, obj: ObjectInfo, cancel: threading.Event) -> tuple[str, int]:
-        source_part_size = self._source_part_size(obj)
+    def _copy_multipart(self, obj: ObjectInfo, cancel: threading.Event) -> tuple[str | None, int, int]:
+        """(MD5 recorded, parts, bytes resumed)."""
+        # The key's incomplete uploads are looked up while the layout is worked out.
+        lookup = self._housekeeping.submit(self._incomplete_uploads, obj.key)
+        try:
+            source_part_size = self._source_part_size(obj)
+        finally:
+            found = lookup.result() or []
         if source_part_size:
             try:
-                return self._upload_parts(obj, cancel, source_part_size, chained=True)
+                return self._upload_parts(obj, cancel, _Layout(obj.size, source_part_size, True), found)
             except _ChainBroken as exc:
                 log.warning("etag_chain_unusable", key=obj.key, reason=str(exc))
-        return self._upload_parts(
-            obj, cancel, part_size_for(obj.size, self.settings.part_size), chained=False
-        )
+                found = []  # dealt with by the attempt above
+        layout = _Layout(obj.size, part_size_for(obj.size, self.settings.part_size), chained=False)
+        return self._upload_parts(obj, cancel, layout, found)
+
+    def _upload_parts(
+        self, obj: ObjectInfo, cancel: threading.Event, layout: _Layout, found: list[_Incomplete]
+    ) -> tuple[str | None, int, int]:
+        create_args = self._put_args(obj, obj.known_md5)
+        marker = self._resume_marker(obj, layout, create_args)
+        resumable = self._resumable(obj, layout, marker, found)
+        stale = [u.upload_id for u in found if resumable is None or u.upload_id != resumable[0]]
+        # Off the critical path: earlier copies' leftovers go while the parts are sent.
+        aborting = self._housekeeping.submit(self._abort_stale, obj.key, stale) if stale else None
+        try:
+            if resumable is not None:
+                upload_id, kept = resumable
+                kept_bytes = sum(layout.length(number) for number in kept)
+                log.info(
+                    "upload_resumed",
+                    key=obj.key,
+                    upload_id=upload_id,
+                    parts=layout.count,
+                    parts_kept=len(kept),
+                    bytes_kept=kept_bytes,
+                )
+                try:
+                    md5 = self._send_parts(obj, cancel, layout, create_args, upload_id, kept, None)
+                    return md5, layout.count, kept_bytes
+                except _ChainBroken as exc:
+                    if not self._chain_usable:
+                        raise
+                    # The kept parts do not hold the source's bytes: start over with the same layout.
+                    log.warning("resumed_upload_rejected", key=obj.key, upload_id=upload_id, reason=str(exc))
+            md5 = self._send_parts(obj, cancel, layout, create_args, None, {}, marker)
+            return md5, layout.count, 0
+        finally:
+            if aborting is not None:
+                aborting.result()
 
     def _check_chain(self, obj: ObjectInfo, etags: list[str]) -> None:
         cleaned = [clean_etag(e) for e in etags]
@@ -484,101 +831,147 @@ class TransferEngine:
         if combined != obj.etag:
             raise _ChainBroken(f"target parts combine to {combined}, the source ETag is {obj.etag}")
 
-    def _upload_parts(
-        self, obj: ObjectInfo, cancel: threading.Event, part_size: int, chained: bool
-    ) -> tuple[str, int]:
-        count = math.ceil(obj.size / part_size)
+    def _send_parts(
+        self,
+        obj: ObjectInfo,
+        cancel: threading.Event,
+        layout: _Layout,
+        create_args: dict[str, Any],
+        upload_id: str | None,
+        kept: dict[int, str],
+        marker: bytes | None,
+    ) -> str | None:
+        """Upload the parts not in `kept` (to a new upload when upload_id is None) and complete;
+        returns the MD5 recorded on the target, if any.
+
+        Interrupted (`cancel`), it stops submitting parts, lets those in flight finish and keeps
+        the upload for the next attempt (when RESUME_UPLOADS is on); any other failure aborts it.
+        """
+        if cancel.is_set():
+            raise CancelledError(f"copy of {obj.key!r} stopped before its upload began")
         known_md5 = obj.known_md5
-        create_args = self._put_args(obj, known_md5)
-        created = self._retry(lambda: self.target.client.create_multipart_upload(**create_args))
-        upload_id = created["UploadId"]
-        # Off the critical path: the parts start while earlier copies' leftovers are cleared.
-        stale_check = self._housekeeping.submit(self._abort_stale_quietly, obj.key, upload_id)
-        progress = _MultipartProgress(self.budget)
+        # Where the source's MD5 is known and no ETag chain covers the copy (a single-part
+        # source), the streamed MD5 is the one end-to-end proof of the bytes read: keep it. A
+        # resumed upload rests on its parts' Content-MD5 and the marker instead (re-reading the
+        # kept parts to hash them would cost what resuming saves), unless WHOLE_OBJECT_MD5 asks.
+        hashing = self.settings.whole_object_md5 or bool(known_md5 and not layout.chained and not kept)
+        if upload_id is None:
+            created = self._target_write(
+                obj.key, lambda: self.target.client.create_multipart_upload(**create_args)
+            )
+            upload_id = created["UploadId"]
+        progress = _MultipartProgress(self.budget, hashing)
         failed = threading.Event()
+        futures: list[Future[None]] = []
+
+        def watch(future: Future[None]) -> None:
+            future.add_done_callback(lambda f: failed.set() if not f.cancelled() and f.exception() else None)
+            futures.append(future)
+
         try:
-            futures: list[Future[None]] = []
-            for index in range(count):
+            if marker is not None:
+                watch(self._parts.submit(self._put_marker, obj, upload_id, marker))
+            for number in range(1, layout.count + 1):
                 if failed.is_set() or cancel.is_set():
                     break
-                start = index * part_size
-                length = min(part_size, obj.size - start)
+                etag = kept.get(number)
+                if etag is not None and not hashing:
+                    progress.uploaded(number, etag)  # already on the target: nothing to read
+                    continue
+                length = layout.length(number)
                 self.budget.acquire(length, cancel)
-                progress.track(index, length)
-                future = self._parts.submit(
-                    self._copy_part, obj, upload_id, index, start, length, progress, cancel, failed, chained
+                progress.track(number, length)
+                watch(
+                    self._parts.submit(
+                        self._copy_part, obj, upload_id, layout, number, progress, cancel, failed, etag
+                    )
                 )
-                future.add_done_callback(
-                    lambda f: failed.set() if not f.cancelled() and f.exception() else None
-                )
-                futures.append(future)
             wait(futures, return_when=FIRST_EXCEPTION)
             errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
             # The part that failed first explains it; the others merely gave up after it.
             errors.sort(key=lambda e: isinstance(e, CancelledError))
             if errors:
-                failed.set()  # parts not yet started give up at once
-                for future in futures:
-                    future.cancel()
-                wait(futures)
                 raise errors[0]  # type: ignore[misc]
             wait(futures)
             if cancel.is_set():
-                raise CancelledError(f"copy of {obj.key!r} stopped by shutdown")
-            md5_hex = progress.hexdigest()
-            if known_md5 and known_md5 != md5_hex:
-                raise IntegrityError(f"MD5 of {obj.key!r} is {md5_hex}, the source says {known_md5}")
-            parts = [{"PartNumber": i + 1, "ETag": progress.etags[i]} for i in range(count)]
-            if chained:
-                self._check_chain(obj, [progress.etags[i] for i in range(count)])
-            self._retry(
+                raise CancelledError(f"copy of {obj.key!r} stopped")
+            md5 = progress.hexdigest() if hashing else None
+            if md5 and known_md5 and known_md5 != md5:
+                raise IntegrityError(f"MD5 of {obj.key!r} is {md5}, the source says {known_md5}")
+            etags = [progress.etags[number] for number in range(1, layout.count + 1)]
+            if layout.chained:
+                self._check_chain(obj, etags)
+            parts = [{"PartNumber": number, "ETag": etag} for number, etag in enumerate(etags, 1)]
+            if cancel.is_set():  # never completed once told to stop
+                raise CancelledError(f"copy of {obj.key!r} stopped")
+            self._target_write(
+                obj.key,
                 lambda: self.target.client.complete_multipart_upload(
                     Bucket=self.target.bucket,
                     Key=obj.key,
                     UploadId=upload_id,
                     MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-                )
+                ),
             )
-        except BaseException:
+        except BaseException as exc:
+            failed.set()  # parts not yet started give up at once; those in flight finish
+            for future in futures:
+                future.cancel()
+            wait(futures)
             progress.release_all()
-            self._abort(obj.key, upload_id)
+            if isinstance(exc, CancelledError) and self.settings.resume_uploads:
+                log.info("upload_kept", key=obj.key, upload_id=upload_id, reason=str(exc))
+            else:
+                self._abort(obj.key, upload_id)
             raise
-        finally:
-            stale_check.result()
         self._verify_written(obj)
-        if not known_md5:
-            self._record_md5(obj, md5_hex)
-        return md5_hex, count
+        if hashing and not known_md5:
+            self._record_md5(obj, progress.hexdigest())
+        return md5 or known_md5
+
+    def _put_marker(self, obj: ObjectInfo, upload_id: str, marker: bytes) -> None:
+        etag = clean_etag(self._upload_part(obj, upload_id, MARKER_PART, marker, content_md5(marker)))
+        if etag != hashlib.md5(marker).hexdigest():  # noqa: S324
+            # The upload still completes; it just cannot be recognised later.
+            self._markers_usable = False
+            log.info("resume_off", side="target", reason="the target's part ETags are not MD5s")
 
     def _copy_part(
         self,
         obj: ObjectInfo,
         upload_id: str,
-        index: int,
-        start: int,
-        length: int,
+        layout: _Layout,
+        number: int,
         progress: _MultipartProgress,
         cancel: threading.Event,
         failed: threading.Event,
-        chained: bool,
+        kept_etag: str | None,
     ) -> None:
+        """Read one part and upload it; a kept part (already on the target) is only read, for the
+        whole-object MD5."""
         try:
             if cancel.is_set() or failed.is_set():
                 raise CancelledError("stopped")
-            data = self._retry(lambda: self._read_range(obj, start, length))
+            length = layout.length(number)
+            data = self._read_range(obj, layout.start(number), length)
             if len(data) != length:
-                raise IntegrityError(f"part {index + 1} of {obj.key!r}: {len(data)} bytes, expected {length}")
-            progress.fetched(index, data)
+                raise IntegrityError(f"part {number} of {obj.key!r}: {len(data)} bytes, expected {length}")
+            progress.fetched(number, data)
+            if kept_etag is not None:
+                progress.uploaded(number, kept_etag)
+                return
+            if cancel.is_set() or failed.is_set():
+                raise CancelledError("stopped")
             # Chained, the part ETags are checked against the source's ETag before completing;
             # otherwise the target checks each part against its Content-MD5.
-            checksum = None if chained else content_md5(data)
-            etag = self._retry(lambda: self._upload_part(obj, upload_id, index + 1, data, checksum))
-            progress.uploaded(index, etag)
+            checksum = None if layout.chained else content_md5(data)
+            progress.uploaded(number, self._upload_part(obj, upload_id, number, data, checksum))
         except BaseException:
-            progress.abandon(index)
+            progress.abandon(number)
             raise
 
     def _verify_written(self, obj: ObjectInfo) -> None:
+        # The size only: a target's multipart ETag follows its own rules (Lyve Cloud's differ).
         head = self.target.client.head_object(Bucket=self.target.bucket, Key=obj.key)
         if int(head["ContentLength"]) != obj.size:
             # Too late to abort: the object exists. Remove it so nothing wrong stays behind.
@@ -588,7 +981,8 @@ class TransferEngine:
             )
 
     def _record_md5(self, obj: ObjectInfo, md5_hex: str) -> None:
-        """Store the streamed MD5 on the target when it was not known before the upload began.
+        """Store the streamed MD5 on the target when it was not known before the upload began
+        (WHOLE_OBJECT_MD5 only: the ETag chain or the parts' Content-MD5 already proved the bytes).
 
         Metadata is fixed when a multipart upload is created, so it takes a metadata-only copy
         of the object onto itself (CopyObject's 5 GiB limit applies).
@@ -597,10 +991,54 @@ class TransferEngine:
             log.info("md5_not_recorded", key=obj.key, reason="above the CopyObject limit", md5=md5_hex)
             return
         args = self._put_args(obj, md5_hex, with_tags=False)  # CopyObject keeps the tags
-        self._retry(
-            lambda: self.target.client.copy_object(
-                CopySource={"Bucket": self.target.bucket, "Key": obj.key},
-                MetadataDirective="REPLACE",
-                **args,
-            )
+        self.target.client.copy_object(
+            CopySource={"Bucket": self.target.bucket, "Key": obj.key},
+            MetadataDirective="REPLACE",
+            **args,
         )
+
+    def _copy_in_place_by_parts(self, target: ObjectInfo, pinned: str, args: dict[str, Any]) -> None:
+        """Rewrite a target object above CopyObject's limit onto itself with new headers and
+        metadata: a multipart upload whose parts are server-side copies of its own ranges."""
+        key = target.key
+        layout = _Layout(
+            target.size, part_size_for(target.size, max(self.settings.part_size, COPY_PART_SIZE)), False
+        )
+        created = self._target_write(key, lambda: self.target.client.create_multipart_upload(**args))
+        upload_id = created["UploadId"]
+
+        def copy_part(number: int) -> dict[str, Any]:
+            start = layout.start(number)
+            response = self._target_write(
+                key,
+                lambda: self.target.client.upload_part_copy(
+                    Bucket=self.target.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": self.target.bucket, "Key": key},
+                    CopySourceRange=f"bytes={start}-{start + layout.length(number) - 1}",
+                    CopySourceIfMatch=pinned,
+                ),
+            )
+            return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
+
+        futures = [self._parts.submit(copy_part, number) for number in range(1, layout.count + 1)]
+        try:
+            parts = [future.result() for future in futures]
+            self._target_write(
+                key,
+                lambda: self.target.client.complete_multipart_upload(
+                    Bucket=self.target.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                ),
+            )
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            self._abort(key, upload_id)
+            raise
+        self._verify_written(target)

@@ -12,17 +12,26 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
+from moto.server import ThreadedMotoServer
 
+from local_stack.fault_proxy import FaultPlan, FaultProxy
 from local_stack.seaweed import SeaweedS3
 from migrate.uploads import cleanup_uploads
 from replicator.clients import Endpoint, build_clients
-from replicator.errors import IntegrityError, SourceChangedError
+from replicator.errors import (
+    ArchivedObjectError,
+    EncryptedSourceError,
+    IntegrityError,
+    SourceChangedError,
+    UnstorableKeyError,
+)
 from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo
 from replicator.reconcile import head
 from replicator.settings import Settings
-from replicator.transfer import TransferEngine
+from replicator.transfer import MARKER_PART, TransferEngine
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
@@ -235,13 +244,15 @@ def test_sizes_arrive_byte_identical_with_metadata(
     )
     body = target.client.get_object(Bucket=target.bucket, Key=key)
     assert body["Body"].read() == data
-    digest = hashlib.md5(data).hexdigest()
+    # Known up front (a single PUT hashes its bytes; a single-part source's ETag is its MD5), or
+    # not recorded: the ETag chain proved a multipart source's bytes.
+    digest = hashlib.md5(data).hexdigest() if size < THRESHOLD or not source_multipart else None
     assert result.md5 == digest
     assert result.parts == (1 if size < THRESHOLD else -(-size // (5 * MIB)))
     for header, value in HEADERS.items():
         assert body[header] == value, header
     assert body["Metadata"]["owner"] == "qa"
-    assert body["Metadata"][META_MD5] == digest
+    assert body["Metadata"].get(META_MD5) == digest
     assert body["Metadata"][META_SOURCE_ETAG] == obj.etag
     assert uploads_left(target) == []
 
@@ -284,8 +295,10 @@ def test_a_failing_part_aborts_the_upload(
 def test_a_part_corrupted_on_read_is_detected(
     ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # At default settings: a single-part source's ETag is its MD5, the one end-to-end proof of
+    # the bytes read when no ETag chain covers the copy.
     source, target = ends
-    put_source(source, "corrupt", os.urandom(12 * MIB))  # single-part source: its ETag is the MD5
+    put_source(source, "corrupt", os.urandom(12 * MIB))
     engine = make_engine(ends, part_size_mib=5)
     flipped = flip_byte_on_read(engine, 5 * MIB, monkeypatch)
     try:
@@ -351,7 +364,8 @@ def _part_checksums(engine: TransferEngine, monkeypatch: pytest.MonkeyPatch) -> 
     real = engine._upload_part
 
     def record(obj: Any, upload_id: str, number: int, data: Any, content_md5: str | None) -> str:
-        calls.append(content_md5 is not None)
+        if number != MARKER_PART:  # the resume marker always carries its Content-MD5
+            calls.append(content_md5 is not None)
         return real(obj, upload_id, number, data, content_md5)
 
     monkeypatch.setattr(engine, "_upload_part", record)
@@ -375,7 +389,7 @@ def test_multipart_source_is_verified_end_to_end_through_its_etag(
     got = target.client.get_object(Bucket=target.bucket, Key="chained.bin")
     assert got["Body"].read() == data
     assert got["ETag"].strip('"') == head(source, "chained.bin").etag  # type: ignore[union-attr]
-    assert got["Metadata"][META_MD5] == hashlib.md5(data).hexdigest()
+    assert META_MD5 not in got["Metadata"]  # the chain proved the bytes: nothing more to record
 
 
 def test_a_broken_etag_chain_falls_back_to_content_md5_parts(
@@ -451,7 +465,6 @@ def test_a_listed_multipart_source_is_looked_at_with_one_head(ends: tuple[Endpoi
     got = target.client.get_object(Bucket=target.bucket, Key="listed.bin")
     assert got["Body"].read() == data
     assert got["ContentType"] == HEADERS["ContentType"] and got["Metadata"]["owner"] == "qa"
-    assert got["Metadata"][META_MD5] == hashlib.md5(data).hexdigest()
 
 
 def test_a_refused_stale_upload_listing_does_not_stop_the_copy(ends: tuple[Endpoint, Endpoint]) -> None:
@@ -486,7 +499,7 @@ def test_reads_stay_on_the_version_looked_at(ends: tuple[Endpoint, Endpoint]) ->
     finally:
         engine.close()
     assert target.client.get_object(Bucket=target.bucket, Key="versioned.bin")["Body"].read() == first
-    assert result.md5 == hashlib.md5(first).hexdigest()
+    assert result.md5 == hashlib.md5(first).hexdigest()  # the version's ETag, recorded as is
 
 
 def test_an_overwrite_during_the_copy_fails_it_cleanly(ends: tuple[Endpoint, Endpoint]) -> None:
@@ -504,3 +517,410 @@ def test_an_overwrite_during_the_copy_fails_it_cleanly(ends: tuple[Endpoint, End
         engine.close()
     assert uploads_left(target) == []
     assert head(target, "rewritten.bin") is None
+
+
+# -- sizes that move, retries, self-copies ----------------------------------------------------
+
+
+def test_an_object_that_grew_and_shrank_back_is_copied_as_it_is_now(
+    ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listed small, above the threshold at the GET, small again at the HEAD that follows."""
+    source, target = ends
+    put_source(source, "flux.bin", os.urandom(1024))
+    listed = ObjectInfo.from_listing(source.client.list_objects_v2(Bucket=source.bucket)["Contents"][0])
+    put_source(source, "flux.bin", os.urandom(THRESHOLD + 1))
+    final = os.urandom(2048)
+    engine = make_engine(ends, part_size_mib=5)
+    real_head = engine._head_source
+
+    def shrink_then_head(key: str, *args: Any, **kwargs: Any) -> ObjectInfo:
+        put_source(source, key, final)
+        return real_head(key, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_head_source", shrink_then_head)
+    try:
+        result = engine.copy(listed)
+    finally:
+        engine.close()
+    assert (result.size, result.parts) == (len(final), 1)
+    assert target.client.get_object(Bucket=target.bucket, Key="flux.bin")["Body"].read() == final
+    assert engine.budget.in_use == 0
+
+
+@pytest.mark.parametrize("whole_object_md5", [False, True])
+def test_a_multipart_copy_records_the_source_etag_without_a_self_copy(
+    ends: tuple[Endpoint, Endpoint], whole_object_md5: bool
+) -> None:
+    source, target = ends
+    data = os.urandom(2 * 6 * MIB + 7)
+    put_source(source, "mp.bin", data, multipart_part=6 * MIB)
+    copies = _count_calls(target.client, "CopyObject")
+    engine = make_engine(ends, whole_object_md5=whole_object_md5)
+    try:
+        result = engine.copy(head(source, "mp.bin"))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    got = target.client.get_object(Bucket=target.bucket, Key="mp.bin")
+    assert got["Body"].read() == data
+    assert got["Metadata"][META_SOURCE_ETAG] == result.source_etag
+    if whole_object_md5:  # asked for: computed while streaming, recorded with a self-copy
+        assert len(copies) == 1
+        assert got["Metadata"][META_MD5] == result.md5 == hashlib.md5(data).hexdigest()
+    else:
+        assert copies == []
+        assert META_MD5 not in got["Metadata"] and result.md5 is None
+
+
+class RefusingProxy(FaultProxy):
+    """Forwards to the server, except requests `rule` answers itself: (status, S3 error code or
+    None for a bare answer). Records every request as (method, path, Range header)."""
+
+    def __init__(self, upstream: str, rule: Any) -> None:
+        super().__init__(upstream, FaultPlan())
+        self.rule = rule
+        self.seen: list[tuple[str, str, str | None]] = []
+
+    def __enter__(self) -> RefusingProxy:
+        self.start()
+        return self
+
+    def handle(self, request: Any) -> None:
+        self.seen.append((request.command, request.path, request.headers.get("Range")))
+        answer = self.rule(request.command, request.path)
+        if answer is None:
+            super().handle(request)
+            return
+        status, code = answer
+        length = int(request.headers.get("Content-Length") or 0)
+        if length:
+            request.rfile.read(length)
+        payload = (
+            b""
+            if code is None or request.command == "HEAD"
+            else (
+                f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>refused</Message></Error>".encode()
+            )
+        )
+        request.send_response(status)
+        request.send_header("Content-Length", str(len(payload)))
+        request.end_headers()
+        request.wfile.write(payload)
+
+
+def engine_through(
+    source_url: str,
+    source_keys: tuple[str, str],
+    lyve: SeaweedS3,
+    buckets: tuple[str, str],
+    target_url: str | None = None,
+    **tuning: Any,
+) -> TransferEngine:
+    """An engine whose ends are reached at these URLs (a proxy in front of a server, moto)."""
+    settings = Settings(
+        source_bucket=buckets[0],
+        source_endpoint_url=source_url,
+        source_access_key_id=source_keys[0],
+        source_secret_access_key=source_keys[1],
+        source_addressing_style="path",
+        target_bucket=buckets[1],
+        target_endpoint_url=target_url or lyve.endpoint_url,
+        target_access_key_id=lyve.access_key,
+        target_secret_access_key=lyve.secret_key,
+        allow_http_endpoints=True,
+        **({"max_attempts": 2} | tuning),
+    )
+    clients = build_clients(settings)
+    engine = TransferEngine(clients.source, clients.target, settings)
+    assert (engine._lean_source is not None) == settings.lean_requests
+    return engine
+
+
+def test_a_source_refusing_every_get_is_asked_at_most_max_attempts_times_per_range(
+    lyve: SeaweedS3, ends: tuple[Endpoint, Endpoint]
+) -> None:
+    """Request retries happen once (botocore's, or the engine's on the lean path), never one
+    policy inside the other."""
+    source, target = ends
+    put_source(source, "busy.bin", os.urandom(12 * MIB))
+    listed = head(source, "busy.bin")
+    refuse_gets = lambda method, path: (503, "SlowDown") if method == "GET" and "busy.bin" in path else None  # noqa: E731
+    with RefusingProxy(lyve.endpoint_url, refuse_gets) as proxy:
+        engine = engine_through(
+            proxy.endpoint_url,
+            (lyve.access_key, lyve.secret_key),
+            lyve,
+            (source.bucket, target.bucket),
+            max_attempts=3,
+            part_size_mib=5,
+        )
+        try:
+            with pytest.raises(ClientError) as info:
+                engine.copy(listed)  # type: ignore[arg-type]
+        finally:
+            engine.close()
+    assert info.value.response["Error"]["Code"] == "SlowDown"
+    gets = [r for m, p, r in proxy.seen if m == "GET" and "busy.bin" in p]
+    assert gets
+    assert max(gets.count(r) for r in set(gets)) <= 3
+    assert uploads_left(target) == []  # a failure, not an interruption: nothing kept
+
+
+# -- metadata-only changes --------------------------------------------------------------------
+
+
+def count_source_reads(engine: TransferEngine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every GET of the source's bytes from now on, on either request path."""
+    reads: list[str] = []
+    engine.source.client.meta.events.register(
+        "provide-client-params.s3.GetObject", lambda params, **_: reads.append(params["Key"])
+    )
+    lean = engine._lean_source
+    if lean is not None:
+        for name in ("get_object", "get_range"):
+            monkeypatch.setattr(lean, name, recording(getattr(lean, name), reads))
+    return reads
+
+
+def recording(real: Any, reads: list[str]) -> Any:
+    def read(key: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(key)
+        return real(key, *args, **kwargs)
+
+    return read
+
+
+@pytest.mark.parametrize("in_place", ["copy_object", "upload_part_copy"])
+def test_a_metadata_change_is_applied_without_sending_the_bytes(
+    ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch, in_place: str
+) -> None:
+    from replicator import transfer
+    from replicator.objects import metadata_matches
+
+    source, target = ends
+    data = os.urandom(12 * MIB)
+    put_source(source, "meta.bin", data)
+    engine = make_engine(ends, part_size_mib=5)
+    try:
+        first = engine.copy(head(source, "meta.bin"))  # type: ignore[arg-type]
+        before = head(target, "meta.bin")
+        # In place on the source: same bytes and ETag, new headers and metadata.
+        source.client.copy_object(
+            Bucket=source.bucket,
+            Key="meta.bin",
+            CopySource={"Bucket": source.bucket, "Key": "meta.bin"},
+            MetadataDirective="REPLACE",
+            ContentType="text/csv",
+            CacheControl="no-store",
+            Metadata={"owner": "ops", "stage": "2"},
+        )
+        changed = head(source, "meta.bin")
+        assert changed is not None and before is not None and changed.etag == first.source_etag
+        assert not metadata_matches(changed, before)
+        if in_place == "upload_part_copy":  # as for an object above CopyObject's 5 GiB
+            monkeypatch.setattr(transfer, "SELF_COPY_LIMIT", 1)
+            monkeypatch.setattr(transfer, "COPY_PART_SIZE", 5 * MIB)
+        copies = _count_calls(target.client, "UploadPartCopy")
+        reads = count_source_reads(engine, monkeypatch)
+        engine.update_metadata(changed)
+    finally:
+        engine.close()
+    assert reads == []
+    assert len(copies) == (3 if in_place == "upload_part_copy" else 0)
+    got = target.client.get_object(Bucket=target.bucket, Key="meta.bin")
+    assert got["Body"].read() == data
+    assert (got["ContentType"], got["CacheControl"]) == ("text/csv", "no-store")
+    assert got["Metadata"]["owner"] == "ops" and got["Metadata"]["stage"] == "2"
+    assert got["Metadata"][META_SOURCE_ETAG] == first.source_etag
+    assert got["Metadata"][META_MD5] == hashlib.md5(data).hexdigest()
+    after = head(target, "meta.bin")
+    assert after is not None and metadata_matches(changed, after)
+    assert uploads_left(target) == []
+
+
+def test_a_metadata_update_of_a_target_that_differs_is_refused(ends: tuple[Endpoint, Endpoint]) -> None:
+    source, target = ends
+    put_source(source, "gone.bin", b"new bytes")
+    target.client.put_object(Bucket=target.bucket, Key="gone.bin", Body=b"old bytes")
+    engine = make_engine(ends)
+    try:
+        with pytest.raises(SourceChangedError, match="copy it"):
+            engine.update_metadata(head(source, "gone.bin"))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert target.client.get_object(Bucket=target.bucket, Key="gone.bin")["Body"].read() == b"old bytes"
+
+
+def test_abort_uploads_takes_exactly_the_key(ends: tuple[Endpoint, Endpoint]) -> None:
+    _, target = ends
+    mine = {
+        target.client.create_multipart_upload(Bucket=target.bucket, Key="k/x")["UploadId"] for _ in range(2)
+    }
+    other = target.client.create_multipart_upload(Bucket=target.bucket, Key="k/x.more")["UploadId"]
+    engine = make_engine(ends)
+    try:
+        assert engine.abort_uploads("k/x") == 2
+    finally:
+        engine.close()
+    assert {u["UploadId"] for u in uploads_left(target)} == {other}
+    assert not mine & {u["UploadId"] for u in uploads_left(target)}
+
+
+# -- sources that cannot be read, keys that cannot be stored ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto's S3 as an AWS source: storage classes, SSE-KMS, keys SeaweedFS cannot hold."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_source(moto_url: str, lyve: SeaweedS3, request_path: str) -> Iterator[tuple[Any, str, str]]:
+    """(moto S3 client, source bucket, target bucket on SeaweedFS)."""
+    name = uuid.uuid4().hex[:10]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket=f"aws-{name}")
+    lyve.client().create_bucket(Bucket=f"dst-{name}")
+    yield s3, f"aws-{name}", f"dst-{name}"
+    drop_bucket(lyve.client(), f"dst-{name}")
+
+
+@pytest.mark.parametrize("size", [1024, 9 * MIB])
+def test_an_archived_source_is_refused_before_anything_is_read(
+    aws_source: tuple[Any, str, str],
+    moto_url: str,
+    lyve: SeaweedS3,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+) -> None:
+    s3, src, dst = aws_source
+    for storage_class in ("DEEP_ARCHIVE", "GLACIER", "GLACIER_IR"):
+        s3.put_object(Bucket=src, Key=storage_class, Body=os.urandom(size), StorageClass=storage_class)
+    s3.put_object(Bucket=src, Key="restored", Body=os.urandom(size), StorageClass="GLACIER")
+    s3.restore_object(Bucket=src, Key="restored", RestoreRequest={"Days": 1})
+    engine = engine_through(moto_url, ("testing", "testing"), lyve, (src, dst), part_size_mib=5)
+    listed = {e["Key"]: ObjectInfo.from_listing(e) for e in s3.list_objects_v2(Bucket=src)["Contents"]}
+    try:
+        reads = count_source_reads(engine, monkeypatch)
+        with pytest.raises(
+            ArchivedObjectError, match="archived in DEEP_ARCHIVE and not restored: restore it"
+        ):
+            engine.copy(ObjectInfo.from_head("DEEP_ARCHIVE", s3.head_object(Bucket=src, Key="DEEP_ARCHIVE")))
+        assert reads == []
+        # Listed only: a large one is looked at first, a small one's GET is refused as S3 does.
+        with pytest.raises(ArchivedObjectError):
+            engine.copy(listed["GLACIER"])
+        assert reads == ([] if size >= THRESHOLD else ["GLACIER"])
+        for readable in ("GLACIER_IR", "restored"):
+            assert engine.copy(listed[readable]).size == size
+    finally:
+        engine.close()
+
+
+def refusing_gets_of(key: str, status: int, code: str | None) -> Any:
+    return lambda method, path: (status, code) if method == "GET" and key in path else None
+
+
+@pytest.mark.parametrize("size", [1024, 9 * MIB])
+def test_a_kms_source_we_may_not_decrypt_is_refused_naming_the_key(
+    aws_source: tuple[Any, str, str], moto_url: str, lyve: SeaweedS3, size: int
+) -> None:
+    s3, src, dst = aws_source
+    key_id = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    s3.put_object(
+        Bucket=src,
+        Key="secret.bin",
+        Body=os.urandom(size),
+        ServerSideEncryption="aws:kms",
+        SSEKMSKeyId=key_id,
+    )
+    obj = ObjectInfo.from_head("secret.bin", s3.head_object(Bucket=src, Key="secret.bin"))
+    assert obj.kms_key_id == key_id
+    # moto does not enforce kms:Decrypt: the proxy answers GETs as S3 does without it.
+    with RefusingProxy(moto_url, refusing_gets_of("secret.bin", 403, "AccessDenied")) as proxy:
+        engine = engine_through(proxy.endpoint_url, ("testing", "testing"), lyve, (src, dst), part_size_mib=5)
+        try:
+            with pytest.raises(EncryptedSourceError, match=key_id):
+                engine.copy(obj)
+        finally:
+            engine.close()
+    assert lyve.client().list_multipart_uploads(Bucket=dst).get("Uploads", []) == []
+
+
+def test_an_sse_c_source_is_refused_at_its_head(
+    aws_source: tuple[Any, str, str], moto_url: str, lyve: SeaweedS3
+) -> None:
+    """A listed large object is looked at first; an SSE-C object answers that HEAD with a bare 400."""
+    s3, src, dst = aws_source
+    s3.put_object(Bucket=src, Key="customer.bin", Body=os.urandom(9 * MIB))
+    listed = ObjectInfo.from_listing(s3.list_objects_v2(Bucket=src)["Contents"][0])
+    rule = lambda method, path: (400, None) if method == "HEAD" and "customer.bin" in path else None  # noqa: E731
+    with RefusingProxy(moto_url, rule) as proxy:
+        engine = engine_through(proxy.endpoint_url, ("testing", "testing"), lyve, (src, dst), part_size_mib=5)
+        try:
+            with pytest.raises(EncryptedSourceError, match="SSE-C"):
+                engine.copy(listed)
+        finally:
+            engine.close()
+    assert not [r for r in proxy.seen if r[0] == "GET"]
+
+
+def test_a_key_the_target_cannot_store_is_refused_before_reading(ends: tuple[Endpoint, Endpoint]) -> None:
+    """The source does not even hold it: any read would fail otherwise."""
+    engine = make_engine(ends)
+    key = "photos/" + "x" * 300 + ".jpg"
+    try:
+        with pytest.raises(UnstorableKeyError, match="255"):
+            engine.copy(ObjectInfo(key=key, size=10, etag="e", complete=False))
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("size", [1024, 9 * MIB])
+def test_a_target_refusing_the_key_is_not_retried(
+    aws_source: tuple[Any, str, str],
+    moto_url: str,
+    lyve: SeaweedS3,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+) -> None:
+    """Should the key check miss a rule, the target's own refusal is classified once, not retried."""
+    from replicator import transfer
+
+    s3, src, dst = aws_source
+    key = "photos/" + "x" * 300 + ".jpg"  # SeaweedFS: at most 255 bytes per segment
+    s3.put_object(Bucket=src, Key=key, Body=os.urandom(size))
+    monkeypatch.setattr(transfer, "check_key", lambda _key: None)
+    with RefusingProxy(lyve.endpoint_url, lambda method, path: None) as proxy:
+        engine = engine_through(
+            moto_url,
+            ("testing", "testing"),
+            lyve,
+            (src, dst),
+            proxy.endpoint_url,
+            part_size_mib=5,
+            max_attempts=3,
+        )
+        try:
+            with pytest.raises(UnstorableKeyError, match=r"x{20}"):
+                engine.copy(ObjectInfo.from_head(key, s3.head_object(Bucket=src, Key=key)))
+        finally:
+            engine.close()
+    puts = [p for m, p, _ in proxy.seen if m == "PUT" and "x" * 20 in p]
+    assert puts and len(puts) == len(set(puts))  # the object, or each part, sent once
+    creates = [p for m, p, _ in proxy.seen if m == "POST" and p.endswith("?uploads")]
+    assert len(creates) == (0 if size < THRESHOLD else 1)  # never started over
+    assert lyve.client().list_multipart_uploads(Bucket=dst).get("Uploads", []) == []

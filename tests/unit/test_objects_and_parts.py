@@ -3,11 +3,15 @@ from __future__ import annotations
 import math
 import threading
 import time
+from datetime import UTC, datetime
+from typing import Any
 
+import botocore.session
 import pytest
+from botocore.parsers import RestXMLParser
 
-from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo, target_matches
-from replicator.transfer import MAX_OBJECT_SIZE, MAX_PARTS, MIN_PART_SIZE, ByteBudget, part_size_for
+from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo, metadata_matches, target_matches
+from replicator.transfer import MAX_DATA_PARTS, MAX_OBJECT_SIZE, MIN_PART_SIZE, ByteBudget, part_size_for
 
 MIB = 1024 * 1024
 MD5_A = "0cc175b9c0f1b6a831c399e269772661"
@@ -23,13 +27,19 @@ def test_part_size_stays_within_the_limits(size: int, configured: int) -> None:
     part = part_size_for(size, configured)
     assert part >= max(configured, MIN_PART_SIZE)
     assert part % MIB == 0
-    assert math.ceil(size / part) <= MAX_PARTS
+    assert math.ceil(size / part) <= MAX_DATA_PARTS  # part 10,000 is the resume marker's
     assert part <= 4 * 1024 * MIB
 
 
 def test_part_size_grows_only_when_needed() -> None:
     assert part_size_for(1024**3, 16 * MIB) == 16 * MIB
-    assert part_size_for(MAX_OBJECT_SIZE, 16 * MIB) == math.ceil(MAX_OBJECT_SIZE / MAX_PARTS / MIB) * MIB
+    assert part_size_for(MAX_OBJECT_SIZE, 16 * MIB) == math.ceil(MAX_OBJECT_SIZE / MAX_DATA_PARTS / MIB) * MIB
+
+
+def test_a_layout_never_takes_part_10000() -> None:
+    size = 10_000 * 16 * MIB  # exactly 10,000 parts of the configured size
+    part = part_size_for(size, 16 * MIB)
+    assert part > 16 * MIB and math.ceil(size / part) <= 9_999
 
 
 def test_objects_above_5_tib_are_refused() -> None:
@@ -111,3 +121,151 @@ def test_byte_budget_lets_an_oversized_part_run_alone() -> None:
     assert budget.in_use == 10
     budget.release(50)
     assert budget.in_use == 0
+
+
+# -- HeadObject and listing shapes, as botocore parses them from the wire ----------------------
+
+
+def parsed_head(headers: dict[str, str]) -> dict[str, Any]:
+    """A HeadObject response as boto3 returns it for these HTTP headers."""
+    model = botocore.session.get_session().get_service_model("s3").operation_model("HeadObject")
+    wire = {"Content-Length": "3", "ETag": f'"{MD5_A}"', **headers}
+    parsed: dict[str, Any] = RestXMLParser().parse(
+        {"headers": wire, "status_code": 200, "body": b""}, model.output_shape
+    )
+    return parsed
+
+
+@pytest.mark.parametrize(
+    ("headers", "archived", "tier"),
+    [
+        ({}, False, None),
+        ({"x-amz-storage-class": "STANDARD_IA"}, False, None),
+        ({"x-amz-storage-class": "GLACIER_IR"}, False, None),  # instant retrieval: readable
+        ({"x-amz-storage-class": "GLACIER"}, True, "GLACIER"),
+        ({"x-amz-storage-class": "DEEP_ARCHIVE"}, True, "DEEP_ARCHIVE"),
+        ({"x-amz-storage-class": "GLACIER", "x-amz-restore": 'ongoing-request="true"'}, True, "GLACIER"),
+        (
+            {
+                "x-amz-storage-class": "DEEP_ARCHIVE",
+                "x-amz-restore": 'ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"',
+            },
+            False,
+            "DEEP_ARCHIVE",
+        ),
+        ({"x-amz-storage-class": "INTELLIGENT_TIERING"}, False, None),
+        (
+            {"x-amz-storage-class": "INTELLIGENT_TIERING", "x-amz-archive-status": "ARCHIVE_ACCESS"},
+            True,
+            "ARCHIVE_ACCESS",
+        ),
+        (
+            {"x-amz-storage-class": "INTELLIGENT_TIERING", "x-amz-archive-status": "DEEP_ARCHIVE_ACCESS"},
+            True,
+            "DEEP_ARCHIVE_ACCESS",
+        ),
+    ],
+)
+def test_archive_state_is_read_from_a_head(headers: dict[str, str], archived: bool, tier: str | None) -> None:
+    info = ObjectInfo.from_head("k", parsed_head(headers))
+    assert (info.archived, info.archive_tier) == (archived, tier)
+    assert info.storage_class == headers.get("x-amz-storage-class")
+
+
+def test_archive_state_is_read_from_a_listing() -> None:
+    entry = {"Key": "k", "Size": 3, "ETag": f'"{MD5_A}"', "StorageClass": "GLACIER"}
+    assert ObjectInfo.from_listing(entry).archived  # restore state unknown: a HEAD tells
+    restored = entry | {"RestoreStatus": {"IsRestoreInProgress": False, "RestoreExpiryDate": "2030-01-01"}}
+    assert not ObjectInfo.from_listing(restored).archived
+    assert ObjectInfo.from_listing(entry | {"RestoreStatus": {"IsRestoreInProgress": True}}).archived
+    standard = ObjectInfo.from_listing(entry | {"StorageClass": "STANDARD"})
+    assert not standard.archived and standard.storage_class is None  # as HEAD says it: absent
+
+
+def test_the_kms_key_of_an_encrypted_object_is_recorded() -> None:
+    key_id = "arn:aws:kms:us-east-1:123456789012:key/abc"
+    info = ObjectInfo.from_head(
+        "k",
+        parsed_head(
+            {"x-amz-server-side-encryption": "aws:kms", "x-amz-server-side-encryption-aws-kms-key-id": key_id}
+        ),
+    )
+    assert (info.kms_key_id, info.encrypted_etag, info.known_md5) == (key_id, True, None)
+
+
+# -- the target's multipart ETag is never taken for an MD5 -------------------------------------
+
+NOT_AN_MD5 = "5f0e2b7c1d3a4e6f8091a2b3c4d5e6f7"  # looks like one; Lyve's multipart ETag, say
+
+
+def test_an_object_we_wrote_is_judged_by_what_we_recorded() -> None:
+    """A multipart copy on a store whose multipart ETags look like plain MD5s."""
+    target = ObjectInfo.from_head(
+        "k", {"ContentLength": 3, "ETag": f'"{NOT_AN_MD5}"', "Metadata": {META_SOURCE_ETAG: "aaaa-3"}}
+    )
+    assert not target.etag_is_md5 and target.known_md5 is None
+    assert target_matches(_obj(size=3, etag="aaaa-3"), target)
+    assert not target_matches(_obj(size=3, etag="bbbb-3"), target)
+    # A single-part source: its MD5 ETag is compared with the recorded source ETag, not ours.
+    single = ObjectInfo.from_head(
+        "k", {"ContentLength": 3, "ETag": f'"{NOT_AN_MD5}"', "Metadata": {META_SOURCE_ETAG: MD5_A}}
+    )
+    assert target_matches(_obj(size=3, etag=MD5_A), single)
+    assert single.known_md5 is None
+    recorded = ObjectInfo.from_head(
+        "k",
+        {
+            "ContentLength": 3,
+            "ETag": f'"{NOT_AN_MD5}"',
+            "Metadata": {META_SOURCE_ETAG: "x-2", META_MD5: MD5_B},
+        },
+    )
+    assert recorded.known_md5 == MD5_B
+
+
+# -- metadata_matches ----------------------------------------------------------------------
+
+
+def _head(**fields: Any) -> ObjectInfo:
+    return ObjectInfo.from_head("k", {"ContentLength": 3, "ETag": f'"{MD5_A}"', **fields})
+
+
+def test_metadata_matches_compares_content_headers_and_user_metadata() -> None:
+    source = _head(ContentType="text/csv", CacheControl="max-age=60", Metadata={"owner": "qa"})
+    ours = {META_SOURCE_ETAG: MD5_A, META_MD5: MD5_A}
+    assert metadata_matches(
+        source, _head(ContentType="text/csv", CacheControl="max-age=60", Metadata={"owner": "qa", **ours})
+    )
+    assert not metadata_matches(
+        source, _head(ContentType="text/plain", CacheControl="max-age=60", Metadata={"owner": "qa"})
+    )
+    assert not metadata_matches(
+        source, _head(ContentType="text/csv", Metadata={"owner": "qa"})
+    )  # header removed
+    assert not metadata_matches(
+        source, _head(ContentType="text/csv", CacheControl="max-age=60", Metadata={"owner": "ops"})
+    )
+    assert not metadata_matches(
+        source,
+        _head(ContentType="text/csv", CacheControl="max-age=60", Metadata={"owner": "qa", "extra": "1"}),
+    )
+
+
+def test_metadata_matches_normalises_what_stores_normalise() -> None:
+    when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    boto3_side = _head(Expires=when, Metadata={"Owner": "qa"})  # boto3 parses Expires
+    lean_side = _head(
+        Expires="Wed, 02 Jan 2030 03:04:05 GMT", Metadata={"owner": "qa"}
+    )  # the lean path: text
+    assert metadata_matches(boto3_side, lean_side)
+    assert not metadata_matches(
+        boto3_side, _head(Expires="Wed, 02 Jan 2030 03:04:06 GMT", Metadata={"owner": "qa"})
+    )
+    unparsable = _head(Expires="never", Metadata={"owner": "qa"})
+    assert metadata_matches(unparsable, _head(Expires="never", Metadata={"owner": "qa"}))
+    assert not metadata_matches(unparsable, lean_side)
+
+
+def test_metadata_matches_refuses_a_listing() -> None:
+    with pytest.raises(ValueError, match="listing"):
+        metadata_matches(ObjectInfo.from_listing({"Key": "k", "Size": 3}), _head())

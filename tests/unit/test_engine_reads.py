@@ -1,0 +1,75 @@
+"""The engine never buffers more than it planned: a whole-object GET whose answer is larger than
+the multipart threshold is not read, on either request path (a canned loopback server)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from replicator.clients import build_clients
+from replicator.objects import ObjectInfo
+from replicator.settings import Settings
+from replicator.transfer import TransferEngine, _GrewError
+from tests.unit.test_lean_http import CannedServer, lean_for, partial
+
+MIB = 1024 * 1024
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n"
+
+
+def test_a_body_within_the_limit_is_read() -> None:
+    with CannedServer([partial("200 OK", b"0123456789")]) as server:
+        response, data = lean_for(server.url).get_object("k", max_size=10)
+    assert (data, response["ContentLength"]) == (b"0123456789", 10)
+
+
+def test_a_body_over_the_limit_is_left_unread_and_the_connection_dropped() -> None:
+    # The header announces 64 MiB; the server sends a few bytes and waits for a read that must
+    # not come. The next request on the same client gets its own, clean, answer.
+    answers = [partial("200 OK", b"x" * 10, length=64 * MIB), partial("200 OK", b"small")]
+    with CannedServer(answers) as server:
+        lean = lean_for(server.url)
+        started = time.monotonic()
+        response, data = lean.get_object("k", max_size=10 * MIB)
+        assert data is None and response["ContentLength"] == 64 * MIB
+        assert time.monotonic() - started < 2  # nothing waited for
+        assert lean.get_object("k", max_size=10 * MIB)[1] == b"small"
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(10, b"helloworld"), (9, None)])
+def test_a_body_without_a_length_is_read_up_to_the_limit(limit: int, expected: bytes | None) -> None:
+    with CannedServer([CHUNKED]) as server:
+        assert lean_for(server.url).get_object("k", max_size=limit)[1] == expected
+
+
+def engine_for(url: str, lean: bool) -> TransferEngine:
+    settings = Settings(
+        source_bucket="bucket",
+        source_endpoint_url=url,
+        source_access_key_id="AKIDEXAMPLE",
+        source_secret_access_key="secret",
+        source_addressing_style="path",
+        target_bucket="bucket",
+        target_endpoint_url=url,
+        target_access_key_id="AKIDEXAMPLE",
+        target_secret_access_key="secret",
+        allow_http_endpoints=True,
+        lean_requests=lean,
+        max_attempts=1,
+    )
+    clients = build_clients(settings)
+    return TransferEngine(clients.source, clients.target, settings)
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_an_object_that_grew_past_the_threshold_is_not_read_whole(lean: bool) -> None:
+    """Listed at 10 bytes, 20 MiB by the time of the GET: the multipart path takes over."""
+    with CannedServer([partial("200 OK", b"x" * 10, length=20 * MIB, close=True)]) as server:
+        engine = engine_for(server.url, lean)
+        try:
+            assert (engine._lean_source is not None) == lean
+            with pytest.raises(_GrewError):
+                engine._read_whole(ObjectInfo(key="k", size=10, etag="", complete=False))
+        finally:
+            engine.close()
+    assert server.requests[0].startswith("GET /bucket/k ")
