@@ -2,7 +2,12 @@
 
 JSON lines off a terminal (ECS, CloudWatch), coloured console output on one. Known secret values
 are registered at start and scrubbed from every line as a last line of defence: the settings keep
-them in SecretStr, and nothing logs a client's credentials on purpose.
+them in SecretStr, and nothing logs a client's credentials on purpose. Tracebacks are rendered as
+plain text before that scrub, in both formats, and never with local variables (the request
+signer's frames hold credentials).
+
+Records of the `DATA_LOGGERS` (the EMF metrics) are data, not diagnostics: they are written
+whatever LOG_LEVEL says.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 REDACTED = "**********"
+DATA_LOGGERS = ("metrics",)
 _secrets: set[str] = set()
 
 
@@ -39,6 +45,13 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+def scrub(text: str) -> str:
+    """`text` with every registered secret replaced (for text that leaves by another way than a
+    log line, e.g. a dead-letter message attribute)."""
+    result: str = _scrub(text)
+    return result
+
+
 def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     if not _secrets:
         return event_dict
@@ -53,12 +66,16 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info if use_json else structlog.dev.set_exc_info,
+        # Tracebacks as plain text without locals, in both formats, so that redact_secrets sees
+        # them (rich's console tracebacks print every frame's locals by default, after the scrub).
+        structlog.processors.format_exc_info,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -82,6 +99,8 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None
     # botocore at DEBUG prints request headers; keep the libraries at WARNING unless asked.
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    for data in DATA_LOGGERS:
+        logging.getLogger(data).setLevel(logging.INFO)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -37,6 +37,9 @@ class ReplicationMessage(BaseModel):
     etag: str | None = None
     size: int | None = Field(default=None, ge=0)
     version_id: str | None = None
+    # How often a worker stopped this key's copy and put the message back as a fresh one
+    # (shutdown, the 12-hour lease cap); absent from the body while zero.
+    interruptions: int = Field(default=0, ge=0)
 
     @field_validator("key")
     @classmethod
@@ -69,7 +72,13 @@ class ReplicationMessage(BaseModel):
         return self.event_time.isoformat() if self.event_time else None
 
     def to_body(self) -> str:
-        return self.model_dump_json(exclude_none=True)
+        return self.model_dump_json(
+            exclude_none=True, exclude={"interruptions"} if not self.interruptions else None
+        )
+
+    def interrupted(self) -> ReplicationMessage:
+        """The same message, counting one more interruption (for a fresh copy on the queue)."""
+        return self.model_copy(update={"interruptions": self.interruptions + 1})
 
     @classmethod
     def from_body(cls, body: str) -> ReplicationMessage:

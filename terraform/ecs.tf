@@ -37,6 +37,7 @@ locals {
     { name = "TARGET_ENDPOINT_URL", value = var.endpoint },
     { name = "TARGET_REGION", value = var.target_region },
     { name = "QUEUE_URL", value = aws_sqs_queue.this.url },
+    { name = "DLQ_URL", value = aws_sqs_queue.dlq.url },
     { name = "PART_SIZE_MIB", value = tostring(var.part_size_mib) },
     { name = "MAX_BUFFER_MIB", value = tostring(var.max_buffer_mib) },
     { name = "WORKER_CONCURRENCY", value = tostring(var.worker_concurrency) },

@@ -144,8 +144,17 @@ data "aws_iam_policy_document" "task" {
       "sqs:ChangeMessageVisibility",
       "sqs:GetQueueAttributes",
       "sqs:GetQueueUrl",
+      # An interrupted copy (shutdown, the 12-hour lease cap) is requeued as a fresh message.
+      "sqs:SendMessage",
     ]
     resources = [aws_sqs_queue.this.arn]
+  }
+
+  statement {
+    # Failures no retry can fix go to the dead-letter queue at once, with their reason.
+    sid       = "DeadLetterPermanentFailures"
+    actions   = ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
+    resources = [aws_sqs_queue.dlq.arn]
   }
 
   # SSE-KMS / DSSE-KMS objects: GetObject needs kms:Decrypt on the object's key (HEAD does not).

@@ -97,6 +97,32 @@ resource "aws_cloudwatch_dashboard" "this" {
           metrics = [concat([local.metrics_namespace, "BytesReplicated"], local.emf_dimension)]
         }
       },
+      {
+        type = "metric", x = 0, y = 18, width = 12, height = 6
+        properties = {
+          title  = "Dead-lettered at once, by reason (unstorable key, archived, encrypted)"
+          region = local.region
+          stat   = "Sum"
+          period = 60
+          metrics = [
+            [{ expression = "SEARCH('{${local.metrics_namespace},Queue,Reason} MetricName=\"PermanentFailures\" Queue=\"${aws_sqs_queue.this.name}\"', 'Sum', 60)", id = "permanent" }],
+          ]
+        }
+      },
+      {
+        type = "metric", x = 12, y = 18, width = 12, height = 6
+        properties = {
+          title  = "Interruptions requeued, leases lost, source bucket missing"
+          region = local.region
+          stat   = "Sum"
+          period = 60
+          metrics = [
+            concat([local.metrics_namespace, "Interruptions"], local.emf_dimension),
+            concat([local.metrics_namespace, "LeasesLost"], local.emf_dimension),
+            concat([local.metrics_namespace, "SourceBucketMissing"], local.emf_dimension),
+          ]
+        }
+      },
     ]
   })
 }
@@ -152,4 +178,19 @@ resource "aws_cloudwatch_metric_alarm" "enqueue_failures" {
   alarm_actions       = local.alarm_actions
   ok_actions          = local.alarm_actions
   tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "source_bucket_missing" {
+  alarm_name          = "${var.name}-source-bucket-missing"
+  alarm_description   = "The worker finds no source bucket (deleted, or SOURCE_BUCKET / region wrong): nothing is replicated or deleted until it is fixed"
+  namespace           = local.metrics_namespace
+  metric_name         = "SourceBucketMissing"
+  dimensions          = { Queue = aws_sqs_queue.this.name }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
 }

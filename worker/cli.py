@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from typing import Any
 
 import boto3
 
@@ -15,7 +16,7 @@ from replicator.errors import StartupError
 from replicator.logs import configure_logging, get_logger
 from replicator.preflight import check_queue
 from replicator.reconcile import Reconciler
-from replicator.runtime import EXIT_CONFIG, EXIT_STARTUP, quiet_garbage_collector, start
+from replicator.runtime import EXIT_CONFIG, EXIT_STARTUP, Runtime, quiet_garbage_collector, start
 from replicator.settings import ConfigError, load_ops_settings
 from worker.consumer import QueueConsumer
 from worker.ops import dead_letter_queue_url, gather_status, print_status, redrive
@@ -38,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_consumer(runtime: Runtime, sqs: Any, queue_url: str) -> QueueConsumer:
+    """The consumer, its reconciler restarting an object as often as the settings allow
+    (SOURCE_CHANGED_RESTARTS, INTEGRITY_RESTARTS)."""
+    return QueueConsumer(runtime.settings, sqs, queue_url, Reconciler(runtime.engine, runtime.settings))
+
+
 def run(drain: bool) -> int:
     runtime = start(needs_queue=True)
     if isinstance(runtime, int):
@@ -50,7 +57,7 @@ def run(drain: bool) -> int:
     except StartupError as exc:
         log.error("startup_failed", error=str(exc))
         return EXIT_STARTUP
-    consumer = QueueConsumer(settings, sqs, queue_url, Reconciler(runtime.engine, settings.max_attempts))
+    consumer = build_consumer(runtime, sqs, queue_url)
     signal.signal(signal.SIGTERM, consumer.request_stop)
     signal.signal(signal.SIGINT, consumer.request_stop)
     try:

@@ -1,66 +1,60 @@
 """The queue consumer: long-poll the FIFO queue, reconcile keys concurrently, delete on success.
 
-- Messages of different groups run in parallel; the messages of one group received together are
-  coalesced into one reconcile of their key (the source's current state answers them all).
-- A message is deleted only after its key was reconciled. A failure sets its visibility to a
-  backoff that grows with the receive count; after maxReceiveCount SQS moves it to the DLQ.
-- A heartbeat extends the visibility of messages still being worked on (big copies).
-- Stop (SIGTERM): no more receives, in-flight work gets until the deadline, then copies are
-  cancelled (uploads aborted) and unfinished messages are handed back with visibility 0.
+- The messages of one key received together form one lease and one reconcile (the source's
+  current state answers them all); different keys run in parallel.
+- A lease ends in exactly one final action, taken under its lock (see lease.py):
+  success -> delete; a failure -> back off (visibility grows with the receive count, SQS moves
+  the message to the DLQ after maxReceiveCount); a permanent failure (the key can never be
+  stored, an archived or undecryptable source) -> straight to the DLQ; an interruption this
+  worker controls (shutdown, the 12-hour lease cap) -> requeue as a fresh message, so that it does
+  not count toward the DLQ and the next attempt resumes the upload.
+- A heartbeat renews the leases of copies still running. A lease that cannot be renewed in time
+  is lost: its copy is cancelled before another worker can receive the message, and this worker
+  no longer touches that message.
+- Stop (SIGTERM): no more receives, in-flight copies get until the grace period ends, then they
+  are cancelled (uploads kept) and their messages requeued.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from replicator.errors import CancelledError, describe
-from replicator.logs import get_logger
+from replicator.errors import CancelledError, PermanentError, SourceBucketMissingError, describe
+from replicator.logs import get_logger, scrub
 from replicator.messages import MessageError, ReplicationMessage
-from replicator.metrics import ReplicationMetrics
+from replicator.metrics import SOURCE_BUCKET_MISSING, ReplicationMetrics
 from replicator.reconcile import Outcome, Reconciler
 from replicator.settings import Settings
+from worker.lease import Interruption, Lease, Renewal, State
+from worker.ops import FAILURE_DETAIL_ATTRIBUTE, FAILURE_REASON_ATTRIBUTE, ORIGINAL_MESSAGE_ATTRIBUTE
+from worker.policies import BackoffPolicy, LeasePolicy, RequeuePolicy, ShutdownPolicy
+from worker.sqs_queue import SQS_BATCH, DeadLetterQueue, Delivery, Queue
 
 log = get_logger("worker")
 
-SQS_BATCH = 10
+MAX_ERROR_CHARS = 1000
+# Characters SQS refuses in a String attribute (outside XML's character range).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-@dataclass
-class Delivery:
-    """One received SQS message while this worker holds it."""
-
-    message_id: str
-    receipt_handle: str
-    group_id: str
-    receive_count: int
-    body: str
-    received_at: float = field(default_factory=time.monotonic)
-    extended_at: float = field(default_factory=time.monotonic)
-
-    @classmethod
-    def from_sqs(cls, raw: dict[str, Any]) -> Delivery:
-        attributes = raw.get("Attributes", {})
-        return cls(
-            message_id=raw["MessageId"],
-            receipt_handle=raw["ReceiptHandle"],
-            group_id=attributes.get("MessageGroupId", raw["MessageId"]),
-            receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
-            body=raw.get("Body", ""),
-        )
+def _deduplication_id(purpose: str, message_id: str) -> str:
+    """A new id for a message sent on behalf of a received one (FIFO drops a repeated id for
+    five minutes); the same on a retried send."""
+    return hashlib.sha256(f"{purpose}\0{message_id}".encode()).hexdigest()
 
 
-def _chunks(items: list[Delivery], size: int = SQS_BATCH) -> Iterable[list[Delivery]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _attribute_text(text: str) -> str:
+    text = _NOT_XML.sub("?", scrub(text))
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
 class QueueConsumer:
@@ -73,17 +67,21 @@ class QueueConsumer:
         metrics: ReplicationMetrics | None = None,
     ) -> None:
         self.settings = settings
-        self.sqs = sqs
+        self.queue = Queue(sqs, queue_url)
         self.queue_url = queue_url
         self.reconciler = reconciler
         self.metrics = metrics or ReplicationMetrics(
             queue_url.rstrip("/").rsplit("/", 1)[-1], settings.metrics_namespace
         )
+        self.backoff = BackoffPolicy.from_settings(settings)
+        self.lease_policy = LeasePolicy.from_settings(settings)
+        self.requeue_policy = RequeuePolicy()
+        self.shutdown_policy = ShutdownPolicy.from_settings(settings)
+        self.dead_letters = DeadLetterQueue(sqs, queue_url, settings.dlq_url)
         self.stop_receiving = threading.Event()
-        self.cancel_work = threading.Event()
         self._finished = threading.Event()
         self.counts: Counter[str] = Counter()
-        self._inflight: dict[str, Delivery] = {}
+        self._leases: dict[int, Lease] = {}
         self._lock = threading.Lock()
         self._free = threading.Semaphore(settings.worker_concurrency)
         self._jobs = ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="job")
@@ -110,68 +108,69 @@ class QueueConsumer:
         while not self.stop_receiving.wait(timeout=0.5):
             pass
         stopping_at = time.monotonic()
-        self._shutdown(receiver, stopping_at + self.settings.shutdown_deadline_seconds)
+        self._shutdown(receiver, stopping_at)
         self._finished.set()
         self.metrics.flush()
         log.info("worker_stopped", **dict(self.counts), seconds=round(time.monotonic() - stopping_at, 2))
         return 0
 
-    def _shutdown(self, receiver: threading.Thread, deadline: float) -> None:
-        # Leave a few seconds at the end for aborting uploads and handing messages back.
-        grace_end = deadline - min(5.0, self.settings.shutdown_deadline_seconds / 3)
-        while self._inflight_count() and time.monotonic() < grace_end:
+    def _shutdown(self, receiver: threading.Thread, stopping_at: float) -> None:
+        policy = self.shutdown_policy
+        grace_end, requeue_end = stopping_at + policy.grace_seconds, stopping_at + policy.requeue_seconds
+        deadline = stopping_at + policy.deadline_seconds
+        while self._current() and time.monotonic() < grace_end:
             time.sleep(0.1)
-        if self._inflight_count():
-            log.warning("cancelling_inflight", messages=self._inflight_count())
-            self.cancel_work.set()
-            while self._inflight_count() and time.monotonic() < deadline - 1.0:
-                # Jobs that saw the cancel hand their messages back themselves.
-                time.sleep(0.1)
+        if self._current():
+            log.warning("cancelling_inflight", keys=len(self._current()))
+            for lease in self._current():
+                lease.interrupt(Interruption.SHUTDOWN)
+            while self._current() and time.monotonic() < requeue_end:
+                time.sleep(0.05)  # jobs that saw the cancel requeue their messages themselves
+        for lease in self._current():  # copies slower to stop than the deadline allows
+            lease.interrupt(Interruption.SHUTDOWN)
+            self._interrupted(lease)
+        # A receive still waiting puts back what it gets (see _receive_loop).
         receiver.join(timeout=max(0.0, deadline - time.monotonic() - 0.5))
-        with self._lock:
-            leftovers = list(self._inflight.values())
-        self._hand_back(leftovers)
         self._jobs.shutdown(wait=False, cancel_futures=True)
 
     # -- receiving ----------------------------------------------------------------------------
 
-    def _inflight_count(self) -> int:
+    def _current(self) -> list[Lease]:
         with self._lock:
-            return len(self._inflight)
+            return list(self._leases.values())
 
     def _receive_loop(self) -> None:
         wait_seconds = (
-            min(1, self.settings.receive_wait_seconds)
-            if self._drain
-            else (self.settings.receive_wait_seconds)
+            min(1, self.settings.receive_wait_seconds) if self._drain else self.settings.receive_wait_seconds
         )
         while not self.stop_receiving.is_set():
             capacity = self._reserve_slots()
             if capacity == 0:
                 continue
             try:
-                response = self.sqs.receive_message(
-                    QueueUrl=self.queue_url,
-                    MaxNumberOfMessages=capacity,
-                    WaitTimeSeconds=wait_seconds,
-                    VisibilityTimeout=self.settings.visibility_timeout_seconds,
-                    MessageSystemAttributeNames=["ApproximateReceiveCount", "MessageGroupId"],
+                deliveries = self.queue.receive(
+                    capacity, wait_seconds, self.settings.visibility_timeout_seconds, time.monotonic()
                 )
             except Exception as exc:
                 self._release_slots(capacity)
                 log.error("receive_failed", error=describe(exc))
                 self.stop_receiving.wait(timeout=2)
                 continue
-            deliveries = [Delivery.from_sqs(raw) for raw in response.get("Messages", [])]
             self._release_slots(capacity - len(deliveries))
+            leases = self._leases_for(deliveries)
             if self.stop_receiving.is_set():
-                # Received while stopping: never started, so back at once.
-                self._release_slots(len(deliveries))
-                self._set_visibility(deliveries, lambda d: 0)
+                # Received while stopping: never started, so straight back as fresh messages.
+                for lease in leases:
+                    lease.interrupt(Interruption.SHUTDOWN)
+                    self._interrupted(lease)
+                    self._release_slots(len(lease.deliveries))
                 break
             if deliveries:
                 self._last_activity = time.monotonic()
-                self._dispatch(deliveries)
+                for lease in leases:
+                    with self._lock:
+                        self._leases[id(lease)] = lease
+                    self._jobs.submit(self._work, lease)
             elif self._drain and self._idle_for() >= self.settings.drain_idle_seconds:
                 log.info("queue_drained")
                 self.stop_receiving.set()
@@ -190,100 +189,95 @@ class QueueConsumer:
             self._free.release()
 
     def _idle_for(self) -> float:
-        if self._inflight_count():
+        if self._current():
             return 0.0
         return time.monotonic() - self._last_activity
 
-    def _dispatch(self, deliveries: list[Delivery]) -> None:
-        with self._lock:
-            for d in deliveries:
-                self._inflight[d.receipt_handle] = d
-        groups: dict[str, list[Delivery]] = {}
+    def _leases_for(self, deliveries: list[Delivery]) -> list[Lease]:
+        """One lease per key; messages that are not ours to reconcile back off at once."""
+        by_key: dict[str, list[tuple[Delivery, ReplicationMessage]]] = {}
+        expected = self.reconciler.engine.source.bucket
         for d in deliveries:
-            groups.setdefault(d.group_id, []).append(d)
-        for group in groups.values():
-            self._jobs.submit(self._run_group, group)
+            try:
+                message = ReplicationMessage.from_body(d.body)
+            except MessageError as exc:
+                self._reject(d, "message_invalid", reason=str(exc))
+                continue
+            if message.bucket != expected:
+                self._reject(d, "message_wrong_bucket", bucket=message.bucket, expected=expected)
+                continue
+            by_key.setdefault(message.key, []).append((d, message))
+        return [Lease(key, items, self.lease_policy) for key, items in by_key.items()]
+
+    def _reject(self, delivery: Delivery, event: str, **details: Any) -> None:
+        self._count("invalid")
+        self.metrics.failure()
+        log.error(event, message_id=delivery.message_id, receive_count=delivery.receive_count, **details)
+        self.queue.change_visibility([delivery], self.backoff.visibility(delivery.receive_count))
+        self._release_slots(1)
 
     # -- work ---------------------------------------------------------------------------------
 
-    def _run_group(self, deliveries: list[Delivery]) -> None:
+    def _work(self, lease: Lease) -> None:
+        structlog.contextvars.bind_contextvars(message_id=lease.first.message_id, key=lease.key)
         try:
-            by_key: dict[str, list[tuple[Delivery, ReplicationMessage]]] = {}
-            for d in deliveries:
-                try:
-                    message = ReplicationMessage.from_body(d.body)
-                except MessageError as exc:
-                    self._count("invalid")
-                    self.metrics.failure()
-                    log.error(
-                        "message_invalid",
-                        message_id=d.message_id,
-                        reason=str(exc),
-                        receive_count=d.receive_count,
-                    )
-                    self._back_off([d])
-                    continue
-                if message.bucket != self.reconciler.engine.source.bucket:
-                    self._count("invalid")
-                    log.error(
-                        "message_wrong_bucket",
-                        message_id=d.message_id,
-                        bucket=message.bucket,
-                        expected=self.reconciler.engine.source.bucket,
-                    )
-                    self._back_off([d])
-                    continue
-                by_key.setdefault(message.key, []).append((d, message))
-            for key, items in by_key.items():
-                self._reconcile(key, items)
+            self._reconcile(lease)
         except Exception as exc:  # never lose a job silently
             log.exception("job_crashed", error=describe(exc))
-            self._back_off([d for d in deliveries if self._holds(d)])
+            lease.finish(self._back_off)
         finally:
-            self._release_slots(len(deliveries))
+            structlog.contextvars.unbind_contextvars("message_id", "key")
+            with self._lock:
+                self._leases.pop(id(lease), None)
+            self._release_slots(len(lease.deliveries))
 
-    def _count(self, outcome: str) -> None:
-        with self._lock:
-            self.counts[outcome] += 1
-
-    def _holds(self, delivery: Delivery) -> bool:
-        with self._lock:
-            return delivery.receipt_handle in self._inflight
-
-    def _reconcile(self, key: str, items: list[tuple[Delivery, ReplicationMessage]]) -> None:
-        deliveries = [d for d, _ in items]
-        first = items[0][0]
-        structlog.contextvars.bind_contextvars(message_id=first.message_id, key=key)
+    def _reconcile(self, lease: Lease) -> None:
+        first = lease.first
         try:
-            if self.cancel_work.is_set():
-                raise CancelledError("shutting down")
-            result = self.reconciler.reconcile(key, self.cancel_work)
+            if lease.cancel.is_set():
+                raise CancelledError("stopped before it started")
+            result = self.reconciler.reconcile(lease.key, lease.cancel)
         except CancelledError:
-            log.info("handed_back", messages=len(deliveries))
-            self._hand_back(deliveries)
+            self._interrupted(lease)
+            return
+        except PermanentError as exc:
+            self._failed_permanently(lease, exc)
+            return
+        except SourceBucketMissingError as exc:
+            self._count("failed")
+            self.metrics.failure()
+            self.metrics.count(SOURCE_BUCKET_MISSING)
+            log.error(
+                "source_bucket_missing",
+                bucket=self.reconciler.engine.source.bucket,
+                error=scrub(str(exc)),
+                receive_count=first.receive_count,
+            )
+            lease.finish(self._back_off)
             return
         except Exception as exc:
             self._count("failed")
             self.metrics.failure()
             log.error("reconcile_failed", error=describe(exc), receive_count=first.receive_count)
-            self._back_off(deliveries)
+            lease.finish(self._back_off)
             return
-        finally:
-            structlog.contextvars.unbind_contextvars("message_id", "key")
         self._count(result.outcome.value)
-        latency = self._latency([m for _, m in items])
+        latency = self._latency(lease.messages)
         self.metrics.reconciled(result, latency)
         log.info(
             "reconciled",
             message_id=first.message_id,
-            key=key,
+            key=lease.key,
             outcome=result.outcome.value,
             bytes=result.size if result.outcome is Outcome.COPIED else 0,
             seconds=round(result.copy.seconds, 3) if result.copy else None,
+            resumed_bytes=result.copy.resumed_bytes if result.copy else None,
             latency_seconds=round(latency, 3) if latency is not None else None,
-            coalesced=len(deliveries),
+            receive_count=first.receive_count,
+            coalesced=len(lease.deliveries),
         )
-        self._delete(deliveries)
+        if not lease.finish(self._delete):
+            log.info("not_deleted", reason="lease_lost")  # the next receiver finds it done
 
     @staticmethod
     def _latency(messages: list[ReplicationMessage]) -> float | None:
@@ -294,52 +288,128 @@ class QueueConsumer:
         newest = max(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
         return max(0.0, (datetime.now(UTC) - newest).total_seconds())
 
-    # -- SQS bookkeeping ----------------------------------------------------------------------
-
-    def _forget(self, deliveries: list[Delivery]) -> list[Delivery]:
+    def _count(self, outcome: str) -> None:
         with self._lock:
-            return [d for d in deliveries if self._inflight.pop(d.receipt_handle, None) is not None]
+            self.counts[outcome] += 1
 
-    def _delete(self, deliveries: list[Delivery]) -> None:
-        for chunk in _chunks(self._forget(deliveries)):
-            entries = [{"Id": str(i), "ReceiptHandle": d.receipt_handle} for i, d in enumerate(chunk)]
-            try:
-                response = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
-                for failure in response.get("Failed", []):
-                    # The work is done and idempotent; a redelivery only reconciles again.
-                    log.warning("delete_failed", code=failure.get("Code"))
-            except Exception as exc:
-                log.warning("delete_failed", error=describe(exc))
+    # -- outcomes other than success ----------------------------------------------------------
 
-    def _set_visibility(self, deliveries: list[Delivery], seconds_for: Any) -> None:
-        for chunk in _chunks(deliveries):
-            entries = [
-                {"Id": str(i), "ReceiptHandle": d.receipt_handle, "VisibilityTimeout": seconds_for(d)}
-                for i, d in enumerate(chunk)
-            ]
-            try:
-                self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
-            except Exception as exc:
-                log.warning("visibility_change_failed", error=describe(exc))
+    def _interrupted(self, lease: Lease) -> None:
+        """The copy stopped: put the messages back as fresh ones if this worker stopped it."""
+        if lease.state is State.LOST:
+            log.info("copy_stopped", key=lease.key, reason=Interruption.LEASE_LOST.value)
+            return
+        if lease.interruption in (Interruption.SHUTDOWN, Interruption.LEASE_CAP):
+            lease.finish(self._requeue)
+            return
+        # Cancelled without this worker asking: treat it as a failure, bounded by the DLQ.
+        self._count("failed")
+        self.metrics.failure()
+        log.error(
+            "reconcile_failed",
+            error="cancelled unexpectedly",
+            receive_count=lease.first.receive_count,
+        )
+        lease.finish(self._back_off)
 
-    def _back_off(self, deliveries: list[Delivery]) -> None:
-        base, cap = self.settings.retry_backoff_base_seconds, self.settings.max_backoff_seconds
-        self._set_visibility(
-            self._forget(deliveries), lambda d: int(min(cap, base * 2 ** (d.receive_count - 1)))
+    def _failed_permanently(self, lease: Lease, exc: PermanentError) -> None:
+        detail = _attribute_text(str(exc))
+        self._count("failed_permanently")
+        self.metrics.permanent_failure(exc.reason)
+        log.error(
+            "reconcile_failed_permanently",
+            key=lease.key,
+            reason=exc.reason,
+            error=detail,
+            receive_count=lease.first.receive_count,
+        )
+        dlq_url = self.dead_letters.url()
+        if dlq_url is None:
+            lease.finish(self._back_off)  # the redrive policy still gets it there, slowly
+            return
+        lease.finish(lambda held: self._dead_letter(held, dlq_url, exc.reason, detail))
+
+    # -- final actions (each runs once per lease, through Lease.finish) ----------------------
+
+    def _delete(self, lease: Lease) -> None:
+        # The work is done and idempotent: if a delete fails, a redelivery only reconciles again.
+        self.queue.delete(lease.deliveries)
+
+    def _back_off(self, lease: Lease) -> None:
+        for d in lease.deliveries:
+            self.queue.change_visibility([d], self.backoff.visibility(d.receive_count))
+
+    def _hand_back(self, lease: Lease) -> None:
+        self._count("handed_back")
+        log.info("handed_back", key=lease.key, messages=len(lease.deliveries))
+        self.queue.change_visibility(lease.deliveries, 0)
+
+    def _requeue(self, lease: Lease) -> None:
+        """A fresh copy of the message (receive count 1, same group, new deduplication id), then
+        the received ones deleted; if the copy cannot be sent, the received ones handed back."""
+        fresh = max(lease.messages, key=lambda m: m.interruptions).interrupted()
+        interruptions = fresh.interruptions
+        if not self.requeue_policy.requeue(interruptions):
+            log.warning("interrupted_too_often", key=lease.key, interruptions=interruptions)
+            self._back_off(lease)
+            return
+        sent = self.queue.send(
+            self.queue_url,
+            fresh.to_body(),
+            lease.group_id,
+            _deduplication_id("requeue", lease.first.message_id),
+        )
+        if sent is None:
+            self._hand_back(lease)
+            return
+        self.queue.delete(lease.deliveries)
+        self._count("requeued")
+        self.metrics.count("Interruptions")
+        log.info(
+            "requeued",
+            key=lease.key,
+            reason=lease.interruption.value if lease.interruption else None,
+            interruptions=interruptions,
+            new_message_id=sent,
         )
 
-    def _hand_back(self, deliveries: list[Delivery]) -> None:
-        self._set_visibility(self._forget(deliveries), lambda d: 0)
+    def _dead_letter(self, lease: Lease, dlq_url: str, reason: str, detail: str) -> None:
+        sent = self.queue.send(
+            dlq_url,
+            lease.messages[-1].to_body(),
+            lease.group_id,
+            _deduplication_id("dead-letter", lease.first.message_id),
+            {
+                FAILURE_REASON_ATTRIBUTE: reason,
+                FAILURE_DETAIL_ATTRIBUTE: detail,
+                ORIGINAL_MESSAGE_ATTRIBUTE: lease.first.message_id,
+            },
+        )
+        if sent is None:
+            self._back_off(lease)
+            return
+        self.queue.delete(lease.deliveries)
+        self._count("dead_lettered")
+        log.info("dead_lettered", key=lease.key, reason=reason, dlq_message_id=sent)
+
+    # -- heartbeat ----------------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        visibility = self.settings.visibility_timeout_seconds
-        every = max(1.0, visibility / 3)
-        while not self._finished.wait(timeout=min(every, 2.0)):
-            now = time.monotonic()
-            with self._lock:
-                due = [d for d in self._inflight.values() if now - d.extended_at >= every]
-            if due:
-                self._set_visibility(due, lambda d: visibility)
-                for d in due:
-                    d.extended_at = now
-                log.debug("visibility_extended", messages=len(due))
+        policy = self.lease_policy
+        while not self._finished.wait(timeout=policy.tick):
+            for lease in self._current():
+                now = time.monotonic()
+                if policy.capped(lease.held_for(now)) and lease.interrupt(Interruption.LEASE_CAP):
+                    log.warning("lease_cap_reached", key=lease.key, held_seconds=round(lease.held_for(now)))
+                renewal = lease.renew(self.queue, now)
+                if renewal is Renewal.LOST:
+                    self._count("lease_lost")
+                    self.metrics.count("LeasesLost")
+                    log.warning(
+                        "lease_lost",
+                        key=lease.key,
+                        message_ids=[d.message_id for d in lease.deliveries],
+                        reason=lease.lost_because,
+                    )
+                elif renewal is Renewal.RENEWED:
+                    log.debug("visibility_extended", key=lease.key)

@@ -14,9 +14,15 @@ from rich.table import Table
 
 from replicator.errors import StartupError, describe
 from replicator.logs import get_logger
-from replicator.metrics import DIMENSION
+from replicator.metrics import DIMENSION, SOURCE_BUCKET_MISSING
 
 log = get_logger("ops")
+
+# Message attributes of a message the worker sent to the DLQ itself (a permanent failure): why,
+# in a short stable label and in words, and the id of the queue message it stands for.
+FAILURE_REASON_ATTRIBUTE = "FailureReason"
+FAILURE_DETAIL_ATTRIBUTE = "FailureDetail"
+ORIGINAL_MESSAGE_ATTRIBUTE = "OriginalMessageId"
 
 
 def dead_letter_queue_url(sqs: Any, queue_url: str, configured: str | None) -> str:
@@ -53,6 +59,8 @@ class Status:
     desired_tasks: int | None
     latency_p50_seconds: float | None
     latency_p99_seconds: float | None
+    # Messages backed off in the last 15 minutes because the source bucket is missing.
+    source_bucket_missing: int | None
     checked_at: str
 
 
@@ -78,6 +86,7 @@ def _latest_statistic(
     metric: str,
     dimensions: list[dict[str, str]],
     minutes: int,
+    period: int = 60,
     **statistic: Any,
 ) -> dict[str, Any] | None:
     """The most recent datapoint of a metric, or None when there is none (or no CloudWatch)."""
@@ -88,8 +97,8 @@ def _latest_statistic(
             MetricName=metric,
             Dimensions=dimensions,
             StartTime=now - timedelta(minutes=minutes),
-            EndTime=now,
-            Period=60,
+            EndTime=now + timedelta(minutes=1),  # exclusive: the current second's data too
+            Period=period,
             **statistic,
         ).get("Datapoints", [])
     except (ClientError, BotoCoreError) as exc:
@@ -127,6 +136,15 @@ def gather_status(
         15,
         ExtendedStatistics=["p50", "p99"],
     )
+    missing = _latest_statistic(
+        cloudwatch,
+        namespace,
+        SOURCE_BUCKET_MISSING,
+        [{"Name": DIMENSION, "Value": queue}],
+        15,
+        period=15 * 60,
+        Statistics=["Sum"],
+    )
     running = desired = None
     if cluster and service:
         try:
@@ -149,6 +167,7 @@ def gather_status(
         desired_tasks=desired,
         latency_p50_seconds=extended.get("p50"),
         latency_p99_seconds=extended.get("p99"),
+        source_bucket_missing=int(missing["Sum"]) if missing else None,
         checked_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 
@@ -178,14 +197,22 @@ def print_status(status: Status, as_json: bool, console: Console | None = None) 
             "replication latency p50 / p99",
             f"{show(status.latency_p50_seconds, ' s')} / {show(status.latency_p99_seconds, ' s')}",
         ),
+        ("source bucket missing, last 15 min", show(status.source_bucket_missing)),
     ]
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+    if status.source_bucket_missing:
+        console.print(
+            f"[red]{status.source_bucket_missing} message(s) in the last 15 minutes found the source bucket "
+            "missing:[/] check SOURCE_BUCKET, SOURCE_REGION and SOURCE_ENDPOINT_URL (worker log: "
+            "source_bucket_missing); those messages back off and nothing is deleted."
+        )
     if status.dead_letter_visible:
         console.print(
             f"[yellow]{status.dead_letter_visible} message(s) in the dead-letter queue:[/] "
-            "see the worker logs (reconcile_failed), fix the cause, then `make redrive`."
+            "see the worker logs (reconcile_failed, reconcile_failed_permanently) or the messages' "
+            f"{FAILURE_REASON_ATTRIBUTE} attribute, fix the cause, then `make redrive`."
         )
 
 
@@ -210,6 +237,11 @@ def _release(sqs: Any, url: str, messages: list[dict[str, Any]]) -> None:
     )
 
 
+def _original_id(message: dict[str, Any]) -> str | None:
+    attribute = message.get("MessageAttributes", {}).get(ORIGINAL_MESSAGE_ATTRIBUTE, {})
+    return attribute.get("StringValue")  # type: ignore[no-any-return]
+
+
 def redrive(sqs: Any, dlq_url: str, queue_url: str, dry_run: bool = False) -> RedriveResult:
     """Move every message from the DLQ back to the queue, keeping its group (FIFO order).
 
@@ -229,11 +261,13 @@ def redrive(sqs: Any, dlq_url: str, queue_url: str, dry_run: bool = False) -> Re
             WaitTimeSeconds=1,
             VisibilityTimeout=120,
             MessageSystemAttributeNames=["MessageGroupId"],
+            MessageAttributeNames=[ORIGINAL_MESSAGE_ATTRIBUTE],
         ).get("Messages", [])
         if not received:
             return result
-        if any(m["MessageId"] in sent_ids for m in received):
-            # A message moved by this run failed again already: stop instead of cycling.
+        if any(m["MessageId"] in sent_ids or _original_id(m) in sent_ids for m in received):
+            # A message moved by this run failed again already (moved by SQS after its receives,
+            # or sent by a worker at once): stop instead of cycling.
             _release(sqs, dlq_url, received)
             return result
         entries = [

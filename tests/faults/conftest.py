@@ -6,15 +6,19 @@ Figures from the last run are written to tests/faults/results.md.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from local_stack.compare import bucket_contents, differences
+from local_stack.fault_proxy import FaultPlan, FaultProxy
 from local_stack.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results.md"
@@ -90,3 +94,21 @@ def verify(stack: LocalStack, prefix: str) -> int:
     )
     assert uploads == []
     return len(source)
+
+
+class PartCountingProxy(FaultProxy):
+    """Forwards everything untouched; counts the UploadPart requests and holds each one for
+    `part_delay` seconds, so that a copy is reliably caught part-way."""
+
+    def __init__(self, upstream: str, part_delay: float = 0.0) -> None:
+        super().__init__(upstream, FaultPlan())
+        self.part_delay = part_delay
+        self.parts = 0
+        self._count_lock = threading.Lock()
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        if request.command == "PUT" and "partNumber=" in request.path:
+            with self._count_lock:
+                self.parts += 1
+            time.sleep(self.part_delay)
+        super().handle(request)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from lambda_enqueue.handler import handle_event
 from local_stack.fault_proxy import FaultPlan, FaultProxy
 from local_stack.stack import LocalStack
 from replicator.messages import ReplicationMessage
-from tests.faults.conftest import FaultReport, verify
+from tests.faults.conftest import FaultReport, PartCountingProxy, verify
 
 pytestmark = pytest.mark.faults
 MIB = 1024 * 1024
@@ -80,14 +81,16 @@ def test_worker_killed_mid_copy_is_finished_by_another(
     stale = stack.target().list_multipart_uploads(Bucket=stack.target_bucket, Prefix=prefix)["Uploads"]
     assert len(stale) == 1
     started = time.monotonic()
-    drain(stack, **slow, DRAIN_IDLE_SECONDS="15")  # the message comes back after its visibility timeout
+    # The message comes back after its visibility timeout; the upload is resumed or replaced.
+    result = drain(stack, **slow, DRAIN_IDLE_SECONDS="15")
     assert time.monotonic() - started < 120
     fault_report.add(
         "worker SIGKILLed mid multipart copy",
         faults=1,
-        objects=verify(stack, prefix),
+        objects=verify(stack, prefix),  # and no upload left
         lost=0,
-        stale_uploads_aborted=len(stale),
+        stale_uploads=len(stale),
+        resumed=any(e["event"] == "upload_resumed" for e in _events(result.stderr)),
     )
 
 
@@ -177,7 +180,7 @@ def test_burst_of_2000_events_with_several_workers(
     workers = [
         stack.start_worker(
             "--drain",
-            env=stack.env(DRAIN_IDLE_SECONDS="5", LOG_FORMAT="json"),
+            env=stack.env(DRAIN_IDLE_SECONDS="10", LOG_FORMAT="json"),  # a loaded machine pauses
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -200,7 +203,8 @@ def test_burst_of_2000_events_with_several_workers(
                 if entry.get("latency_seconds") is not None:
                     latencies.append(entry["latency_seconds"])
                 finished.append(datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")))
-    assert len(latencies) >= count * 0.99  # coalesced duplicates aside, every event measured
+    seen = Counter(e["event"] for output in outputs for e in _events(output))
+    assert len(latencies) >= count * 0.99, seen  # coalesced duplicates aside, every event measured
     quantiles = statistics.quantiles(latencies, n=100)
     objects = verify(stack, prefix)
     assert objects == count
@@ -236,7 +240,12 @@ def test_poison_messages_reach_the_dlq_and_do_not_block_others(
     before = depth(stack, stack.aws.dlq_url)[0]
     result = drain(stack, RETRY_BACKOFF_BASE_SECONDS="1", DRAIN_IDLE_SECONDS="8")
     assert '"message_invalid"' in result.stderr
-    assert '"reconcile_failed"' in result.stderr
+    # The key the target refuses goes to the DLQ at once (one receive), with its reason.
+    assert [
+        (e["key"], e["reason"])
+        for e in _events(result.stderr)
+        if e["event"] == "reconcile_failed_permanently"
+    ] == [(doomed, "unstorable_key")]
     assert depth(stack, stack.aws.dlq_url)[0] - before == 2
     assert depth(stack, stack.aws.queue_url) == (0, 0)
     objects = verify(stack, good)
@@ -246,39 +255,59 @@ def test_poison_messages_reach_the_dlq_and_do_not_block_others(
     )
 
 
-def test_sigterm_hands_back_unfinished_work(
+def _events(output: str | bytes) -> list[dict[str, Any]]:
+    text = output.decode() if isinstance(output, bytes) else output
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_sigterm_requeues_unfinished_work_and_the_next_worker_resumes(
     stack: LocalStack, prefix: str, fault_report: FaultReport
 ) -> None:
-    deadline = 4
-    worker = worker_mid_copy(
-        stack,
-        prefix,
-        64,
-        {"SHUTDOWN_DEADLINE_SECONDS": str(deadline)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    stopping = time.monotonic()
-    worker.send_signal(signal.SIGTERM)
-    _, stderr = worker.communicate(timeout=30)
-    took = time.monotonic() - stopping
-    assert worker.returncode == 0
-    assert took <= deadline + 2, took
-    assert b'"handed_back"' in stderr or b'"reconciled"' in stderr
-    if b'"handed_back"' in stderr:
-        assert depth(stack, stack.aws.queue_url)[0] >= 1  # visible again at once, not after a timeout
-    assert (
-        stack.target().list_multipart_uploads(Bucket=stack.target_bucket, Prefix=prefix).get("Uploads", [])
-        == []
-    )
-    drain(stack)
+    """A stopped copy keeps its upload and its message comes back as a fresh one (receive count
+    1: a scale-in never pushes an object toward the DLQ); the next worker sends only the rest."""
+    deadline, mib, part_mib = 3, 64, 5
+    total_parts = -(-mib // part_mib)
+    with PartCountingProxy(stack.lyve.endpoint_url, part_delay=0.4) as proxy:
+        env = {
+            "TARGET_ENDPOINT_URL": proxy.endpoint_url,
+            "PART_SIZE_MIB": str(part_mib),
+            "SHUTDOWN_DEADLINE_SECONDS": str(deadline),
+        }
+        worker = worker_mid_copy(stack, prefix, mib, env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stopping = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=30)
+        took = time.monotonic() - stopping
+        assert worker.returncode == 0
+        assert took <= deadline + 2, took
+        first = _events(stderr)
+        [requeued] = [e for e in first if e["event"] == "requeued"]
+        assert requeued["reason"] == "shutdown"
+        assert not [e for e in first if e["event"] in ("handed_back", "reconciled")]
+        assert depth(stack, stack.aws.queue_url) == (1, 0)  # visible at once, not after a timeout
+        kept = stack.target().list_multipart_uploads(Bucket=stack.target_bucket, Prefix=prefix)["Uploads"]
+        assert len(kept) == 1  # kept for the next worker, not aborted
+        sent_first, proxy.parts = proxy.parts, 0
+        assert 1 <= sent_first < total_parts
+        second = _events(drain(stack, **env).stderr)
+        sent_second = proxy.parts
+    [resumed] = [e for e in second if e["event"] == "upload_resumed"]
+    assert resumed["upload_id"] == kept[0]["UploadId"]
+    [done] = [e for e in second if e["event"] == "reconciled"]
+    assert done["message_id"] == requeued["new_message_id"]
+    assert done["receive_count"] == 1
+    assert done["resumed_bytes"] > 0
+    assert sent_second < total_parts  # fewer parts sent than a whole copy needs
     fault_report.add(
-        "SIGTERM during a copy",
+        "SIGTERM during a multipart copy, resumed by the next worker",
         faults=1,
-        objects=verify(stack, prefix),
+        objects=verify(stack, prefix),  # byte for byte, and no upload left
         lost=0,
         exit_seconds=round(took, 2),
         deadline_seconds=deadline,
+        parts=total_parts,
+        parts_sent_before_stop=sent_first,
+        parts_sent_after_resume=sent_second,
     )
 
 

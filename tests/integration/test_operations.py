@@ -106,3 +106,56 @@ def test_redrive_moves_every_message_back_once_and_the_worker_replicates_them(
     target = stack.target()
     for key in keys:
         assert target.get_object(Bucket=stack.target_bucket, Key=key)["Body"].read() == key.encode()
+
+
+def test_status_shows_messages_that_found_the_source_bucket_missing(stack: LocalStack) -> None:
+    _drain_all(stack)
+    before = json.loads(_worker(stack, "status", "--json").stdout)
+    assert before["source_bucket_missing"] is None  # no datapoint: nothing happened
+    stack.aws.client("cloudwatch").put_metric_data(
+        Namespace="LyveReplicator",
+        MetricData=[
+            {
+                "MetricName": "SourceBucketMissing",
+                "Dimensions": [{"Name": "Queue", "Value": "replication.fifo"}],
+                "Value": 3,
+                "Unit": "Count",
+            }
+        ],
+    )
+    status = json.loads(_worker(stack, "status", "--json").stdout)
+    assert status["source_bucket_missing"] == 3
+    table = _worker(stack, "status")
+    assert table.returncode == 0
+    assert "found the source bucket missing" in " ".join(table.stdout.split())
+
+
+def test_redrive_returns_a_message_the_worker_dead_lettered_and_it_does_not_cycle(
+    stack: LocalStack, prefix: str
+) -> None:
+    _drain_all(stack)
+    held_elsewhere = json.loads(_worker(stack, "status", "--json").stdout)["in_flight"]
+    doomed = f"{prefix}" + "r" * 300  # a segment the stand-in target refuses
+    stack.source().put_object(Bucket=stack.source_bucket, Key=doomed, Body=b"x")
+    stack.invoker.pump()  # type: ignore[union-attr]
+    first = _worker(stack, "--drain", DRAIN_IDLE_SECONDS="2")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert json.loads(_worker(stack, "status", "--json").stdout)["dead_letter_visible"] == 1
+    moved = _worker(stack, "redrive")
+    assert moved.returncode == 0, moved.stderr
+    assert "moved 1 message(s)" in moved.stdout
+    sqs = stack.aws.client("sqs")
+    [message] = sqs.receive_message(
+        QueueUrl=stack.aws.queue_url, VisibilityTimeout=60, MessageSystemAttributeNames=["MessageGroupId"]
+    )["Messages"]
+    assert ReplicationMessage.from_body(message["Body"]).key == doomed
+    assert message["Attributes"]["MessageGroupId"] == ReplicationMessage.from_body(message["Body"]).group_id
+    sqs.change_message_visibility(  # back to the worker below
+        QueueUrl=stack.aws.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+    )
+    again = _worker(stack, "--drain", DRAIN_IDLE_SECONDS="2")
+    assert again.returncode == 0
+    assert again.stderr.count('"reconcile_failed_permanently"') == 1
+    status = json.loads(_worker(stack, "status", "--json").stdout)
+    assert (status["visible"], status["in_flight"], status["dead_letter_visible"]) == (0, held_elsewhere, 1)
+    _drain_all(stack)

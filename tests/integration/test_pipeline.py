@@ -176,3 +176,36 @@ def test_bad_configuration_stops_at_start_with_a_clear_line(
     assert expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert queue_depth(stack) == before
+
+
+def test_a_key_the_target_refuses_goes_to_the_dlq_after_one_receive(stack: LocalStack, prefix: str) -> None:
+    """SeaweedFS refuses a 256-byte path segment for good: no back-off cycle, straight to the DLQ
+    with the reason, while the other keys replicate."""
+    s3, bucket, sqs = stack.source(), stack.source_bucket, stack.aws.client("sqs")
+    doomed = f"{prefix}" + "s" * 256
+    for i in range(4):
+        s3.put_object(Bucket=bucket, Key=f"{prefix}fine-{i}", Body=os.urandom(100 + i))
+    s3.put_object(Bucket=bucket, Key=doomed, Body=b"cannot land")
+    log = replicate(stack)
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    failed = [e for e in lines if e["event"] == "reconcile_failed_permanently"]
+    assert [(e["key"], e["reason"]) for e in failed] == [(doomed, "unstorable_key")]  # one receive
+    assert "256" in failed[0]["error"]  # the words say why
+    assert not [e for e in lines if e["event"] == "reconcile_failed"]  # no back-off cycle
+    assert queue_depth(stack) == (0, 0)
+    dead = sqs.receive_message(
+        QueueUrl=stack.aws.dlq_url,
+        MaxNumberOfMessages=10,
+        MessageAttributeNames=["All"],
+        MessageSystemAttributeNames=["MessageGroupId"],
+    )["Messages"]
+    [message] = [m for m in dead if ReplicationMessage.from_body(m["Body"]).key == doomed]
+    assert message["MessageAttributes"]["FailureReason"]["StringValue"] == "unstorable_key"
+    assert "255" in message["MessageAttributes"]["FailureDetail"]["StringValue"]
+    assert message["Attributes"]["MessageGroupId"] == ReplicationMessage.from_body(message["Body"]).group_id
+    for m in dead:
+        sqs.delete_message(QueueUrl=stack.aws.dlq_url, ReceiptHandle=m["ReceiptHandle"])
+    target = contents(stack.target(), stack.target_bucket, prefix)
+    assert sorted(target) == [f"{prefix}fine-{i}" for i in range(4)]
+    source = {k: v for k, v in contents(s3, bucket, prefix).items() if k != doomed}
+    assert differences(source, target) == []

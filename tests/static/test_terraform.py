@@ -642,7 +642,7 @@ def test_no_wildcard_actions_anywhere() -> None:
 def test_task_role_reads_only_the_source_bucket_and_uses_only_this_queue() -> None:
     task = {s.get("sid"): s for n, s in _statements() if n == "task"}
     for sid, statement in task.items():
-        if sid == "DecryptSourceObjects":  # below: the source's KMS keys, through S3 only
+        if sid in ("DecryptSourceObjects", "DeadLetterPermanentFailures"):  # tested below
             continue
         for resource in statement["resources"]:
             assert "data.aws_s3_bucket.source.arn" in resource or "aws_sqs_queue.this.arn" in resource
@@ -653,6 +653,30 @@ def test_task_role_reads_only_the_source_bucket_and_uses_only_this_queue() -> No
         s for n, s in _statements() if n == "execution" and s.get("sid") == "TargetCredentials"
     )
     assert execution_secret["resources"] == ["${var.secret}"]
+
+
+def test_workers_may_requeue_interrupted_copies_and_dead_letter_permanent_failures() -> None:
+    task = {s.get("sid"): s for n, s in _statements() if n == "task"}
+    # Requeue: a fresh message on the replication queue itself.
+    assert "sqs:SendMessage" in task["ConsumeReplicationQueue"]["actions"]
+    dead_letter = task["DeadLetterPermanentFailures"]
+    assert dead_letter["resources"] == ["${aws_sqs_queue.dlq.arn}"]
+    assert "sqs:SendMessage" in dead_letter["actions"]
+    assert not any(a.startswith(("sqs:Delete", "sqs:Receive")) for a in dead_letter["actions"])
+    # The worker is told its dead-letter queue, no lookup needed.
+    assert "DLQ_URL" in text(locals_()["common_environment"])
+    assert "aws_sqs_queue.dlq.url" in text(locals_()["common_environment"])
+
+
+def test_the_dashboard_shows_permanent_failures_interruptions_and_a_missing_source() -> None:
+    dashboard = text(one("aws_cloudwatch_dashboard", "this"))
+    for metric in ("PermanentFailures", "Interruptions", "LeasesLost", "SourceBucketMissing"):
+        assert metric in dashboard, metric
+    missing = one("aws_cloudwatch_metric_alarm", "source_bucket_missing")
+    assert (missing["metric_name"], missing["comparison_operator"]) == (
+        "SourceBucketMissing",
+        "GreaterThanThreshold",
+    )
 
 
 def test_lambda_can_only_send_to_its_queues() -> None:

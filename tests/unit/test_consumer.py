@@ -1,72 +1,174 @@
-"""The queue consumer's bookkeeping, with an in-memory SQS and a scripted reconciler."""
+"""The queue consumer's bookkeeping, with an in-memory SQS (and moto for the DLQ lookup) and a
+scripted reconciler."""
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from moto import mock_aws
 
-from replicator.errors import CancelledError
+from replicator.errors import (
+    ArchivedObjectError,
+    CancelledError,
+    SourceBucketMissingError,
+    UnstorableKeyError,
+)
+from replicator.logs import REDACTED, configure_logging, register_secrets
 from replicator.messages import ReplicationMessage
 from replicator.reconcile import Outcome, ReconcileResult
 from replicator.settings import Settings
 from worker.consumer import QueueConsumer
+from worker.lease import Lease, Renewal, State
+from worker.ops import FAILURE_DETAIL_ATTRIBUTE as ERROR_ATTRIBUTE
+from worker.ops import FAILURE_REASON_ATTRIBUTE as REASON_ATTRIBUTE
+from worker.ops import ORIGINAL_MESSAGE_ATTRIBUTE, redrive
+from worker.policies import LeasePolicy, RequeuePolicy
+from worker.sqs_queue import Delivery, Queue, Visibility
+
+QUEUE_URL = "https://sqs/q.fifo"
+DLQ_URL = "https://sqs/q-dlq.fifo"
 
 
+@dataclass
+class Call:
+    op: str
+    handle: str
+    value: int | None
+    started: float
+    ended: float = 0.0
+
+
+@dataclass
 class MemorySQS:
-    """Just enough SQS: one batch of messages, then empty receives; records every call."""
+    """Just enough SQS: one batch of messages, then empty receives; records every call, in the
+    order SQS would apply them (when the call returns), and fails on request."""
 
-    def __init__(self, messages: list[dict[str, Any]]) -> None:
-        self.pending = list(messages)
-        self.deleted: list[str] = []
-        self.visibility: list[tuple[str, int]] = []
-        self.lock = threading.Lock()
+    pending: list[dict[str, Any]]
+    deleted: list[str] = field(default_factory=list)
+    visibility: list[tuple[str, int]] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    # Renewals (visibility > 0 and not a back-off) answer this per-entry error code ...
+    renewal_failure: str | None = None
+    # ... or raise this, the first `renewal_errors` times (None: always).
+    renewal_raises: Exception | None = None
+    renewal_errors: int | None = None
+    # Visibility changes to this value take this long (set when one starts).
+    slow_visibility: tuple[int, float] | None = None
+    slow_started: threading.Event = field(default_factory=threading.Event)
+    send_fails: bool = False
+    redrive_policy: dict[str, str] | None = None
+    lookups: int = 0
+    renewal_value: int = -1  # the heartbeat's visibility, set by make()
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def receive_message(self, **kwargs: Any) -> dict[str, Any]:
         with self.lock:
-            batch, self.pending = (
-                self.pending[: kwargs["MaxNumberOfMessages"]],
-                self.pending[kwargs["MaxNumberOfMessages"] :],
-            )
+            count = kwargs["MaxNumberOfMessages"]
+            batch, self.pending = self.pending[:count], self.pending[count:]
         if not batch:
             time.sleep(0.05)
         return {"Messages": batch}
 
     def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:
+        now = time.monotonic()
         with self.lock:
             self.deleted += [e["ReceiptHandle"] for e in Entries]
+            self.calls += [Call("delete", e["ReceiptHandle"], None, now, now) for e in Entries]
         return {"Successful": Entries, "Failed": []}
 
     def change_message_visibility_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        started = time.monotonic()
+        seconds = Entries[0]["VisibilityTimeout"]
+        if self.slow_visibility and seconds == self.slow_visibility[0]:
+            self.slow_started.set()
+            time.sleep(self.slow_visibility[1])
+        renewal = seconds == self.renewal_value
+        if (
+            renewal
+            and self.renewal_raises is not None
+            and (self.renewal_errors is None or self.renewal_errors > 0)
+        ):
+            if self.renewal_errors is not None:
+                self.renewal_errors -= 1
+            raise self.renewal_raises
+        failed = []
         with self.lock:
-            self.visibility += [(e["ReceiptHandle"], e["VisibilityTimeout"]) for e in Entries]
-        return {"Successful": Entries, "Failed": []}
+            for e in Entries:
+                if renewal and self.renewal_failure:
+                    failed.append({"Id": e["Id"], "SenderFault": True, "Code": self.renewal_failure})
+                    continue
+                self.visibility.append((e["ReceiptHandle"], e["VisibilityTimeout"]))
+                self.calls.append(Call("visibility", e["ReceiptHandle"], seconds, started, time.monotonic()))
+        return {
+            "Successful": [e for e in Entries if e["Id"] not in {f["Id"] for f in failed}],
+            "Failed": failed,
+        }
+
+    def send_message(self, **kwargs: Any) -> dict[str, Any]:
+        if self.send_fails:
+            raise EndpointConnectionError(endpoint_url=kwargs["QueueUrl"])
+        with self.lock:
+            self.sent.append(kwargs)
+            return {"MessageId": f"new-{len(self.sent)}"}
+
+    def get_queue_attributes(self, QueueUrl: str, AttributeNames: list[str]) -> dict[str, Any]:
+        with self.lock:
+            self.lookups += 1
+        policy = {"RedrivePolicy": json.dumps(self.redrive_policy)} if self.redrive_policy else {}
+        return {"Attributes": policy}
+
+    def get_queue_url(self, QueueName: str, QueueOwnerAWSAccountId: str) -> dict[str, Any]:
+        return {"QueueUrl": f"https://sqs/{QueueOwnerAWSAccountId}/{QueueName}"}
+
+    def final_visibility(self, handle: str) -> int | None:
+        values = [seconds for h, seconds in self.visibility if h == handle]
+        return values[-1] if values else None
 
 
 class ScriptedReconciler:
+    """Per key: a float runs that long (stopping when cancelled), an exception is raised, a
+    callable is called with the cancel event; anything else succeeds at once."""
+
     def __init__(self, behaviour: dict[str, Any]) -> None:
         self.behaviour = behaviour
         self.calls: list[str] = []
+        self.cancelled: list[str] = []
         self.engine = type("E", (), {"source": type("S", (), {"bucket": "source-bucket"})()})()
 
     def reconcile(self, key: str, cancel: threading.Event | None = None) -> ReconcileResult:
+        assert cancel is not None
         self.calls.append(key)
         action = self.behaviour.get(key)
         if isinstance(action, float):
             deadline = time.monotonic() + action
             while time.monotonic() < deadline:
-                if cancel is not None and cancel.is_set():
+                if cancel.is_set():
+                    self.cancelled.append(key)
                     raise CancelledError("stopped")
                 time.sleep(0.02)
         elif isinstance(action, Exception):
             raise action
+        elif callable(action):
+            action(cancel)
         return ReconcileResult(key, Outcome.COPIED, 1)
 
 
-def sqs_message(key: str, handle: str, receives: int = 1, body: str | None = None) -> dict[str, Any]:
-    message = ReplicationMessage(bucket="source-bucket", key=key, event="ObjectCreated:Put")
+def sqs_message(
+    key: str, handle: str, receives: int = 1, body: str | None = None, interruptions: int = 0
+) -> dict[str, Any]:
+    message = ReplicationMessage(
+        bucket="source-bucket", key=key, event="ObjectCreated:Put", interruptions=interruptions
+    )
     return {
         "MessageId": f"id-{handle}",
         "ReceiptHandle": handle,
@@ -75,22 +177,47 @@ def sqs_message(key: str, handle: str, receives: int = 1, body: str | None = Non
     }
 
 
-def make(
-    messages: list[dict[str, Any]], behaviour: dict[str, Any], **tuning: Any
-) -> tuple[QueueConsumer, MemorySQS, ScriptedReconciler]:
+def settings_for(**tuning: Any) -> Settings:
+    """Valid settings; `fast_*` overrides are applied unvalidated (timings below the minimums)."""
+    fast = {k.removeprefix("fast_"): tuning.pop(k) for k in list(tuning) if k.startswith("fast_")}
     settings = Settings(
         source_bucket="source-bucket",
         target_bucket="lyve-target",
         target_endpoint_url="https://lyve.example",
         target_access_key_id="a",
         target_secret_access_key="secret-value",
-        queue_url="https://sqs/q.fifo",
-        drain_idle_seconds=0.3,
-        receive_wait_seconds=0,
-        **tuning,
+        **({"queue_url": QUEUE_URL, "drain_idle_seconds": 0.3, "receive_wait_seconds": 0} | tuning),
     )
-    sqs, reconciler = MemorySQS(messages), ScriptedReconciler(behaviour)
-    return QueueConsumer(settings, sqs, settings.queue_url or "", reconciler), sqs, reconciler  # type: ignore[arg-type]
+    return settings.model_copy(update=fast)
+
+
+def make(
+    messages: list[dict[str, Any]], behaviour: dict[str, Any], sqs: MemorySQS | None = None, **tuning: Any
+) -> tuple[QueueConsumer, MemorySQS, ScriptedReconciler]:
+    settings = settings_for(**tuning)
+    sqs = sqs or MemorySQS(messages)
+    sqs.pending = list(messages)
+    sqs.renewal_value = settings.visibility_timeout_seconds
+    reconciler = ScriptedReconciler(behaviour)
+    return QueueConsumer(settings, sqs, QUEUE_URL, reconciler), sqs, reconciler  # type: ignore[arg-type]
+
+
+def stop_after(consumer: QueueConsumer, seconds: float) -> None:
+    threading.Timer(seconds, consumer.request_stop).start()
+
+
+@pytest.fixture
+def logs() -> io.StringIO:
+    stream = io.StringIO()
+    configure_logging("DEBUG", "json", stream=stream)
+    return stream
+
+
+def events(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+# -- the ordinary path -----------------------------------------------------------------------------
 
 
 def test_messages_of_one_key_are_coalesced_and_deleted_after_success() -> None:
@@ -112,6 +239,7 @@ def test_failures_back_off_with_the_receive_count_and_are_not_deleted() -> None:
     consumer.run(drain=True)
     assert sqs.deleted == ["h2"]
     assert ("h1", 40) in sqs.visibility  # 10 x 2^(3-1)
+    assert sqs.sent == []
 
 
 def test_an_unparseable_body_backs_off_and_does_not_block_the_rest() -> None:
@@ -123,22 +251,10 @@ def test_an_unparseable_body_backs_off_and_does_not_block_the_rest() -> None:
 
 
 def test_visibility_is_extended_while_a_long_copy_runs() -> None:
-    consumer, sqs, _ = make(
-        [sqs_message("slow", "h1")], {"slow": 4.0}, visibility_timeout_seconds=10, shutdown_deadline_seconds=5
-    )
+    consumer, sqs, _ = make([sqs_message("slow", "h1")], {"slow": 2.5}, fast_visibility_timeout_seconds=3)
     consumer.run(drain=True)
-    assert ("h1", 10) in sqs.visibility  # the heartbeat (every ~3.3 s) renewed it
+    assert ("h1", 3) in sqs.visibility  # the heartbeat (every second) renewed it
     assert sqs.deleted == ["h1"]
-
-
-def test_stop_hands_unfinished_work_back_within_the_deadline() -> None:
-    consumer, sqs, _ = make([sqs_message("slow", "h1")], {"slow": 60.0}, shutdown_deadline_seconds=2)
-    threading.Timer(0.5, consumer.request_stop).start()
-    started = time.monotonic()
-    assert consumer.run() == 0
-    assert time.monotonic() - started < 4
-    assert ("h1", 0) in sqs.visibility
-    assert sqs.deleted == []
 
 
 @pytest.mark.parametrize("bucket", ["other-bucket"])
@@ -149,3 +265,384 @@ def test_messages_for_another_bucket_are_refused(bucket: str) -> None:
     consumer.run(drain=True)
     assert reconciler.calls == []
     assert sqs.deleted == []
+
+
+# -- interruptions: requeued as fresh messages ------------------------------------------------
+
+
+def test_stop_requeues_unfinished_work_as_a_fresh_message_within_the_deadline() -> None:
+    consumer, sqs, reconciler = make([sqs_message("slow", "h1")], {"slow": 60.0}, shutdown_deadline_seconds=2)
+    stop_after(consumer, 0.5)
+    started = time.monotonic()
+    assert consumer.run() == 0
+    assert time.monotonic() - started < 4
+    assert reconciler.cancelled == ["slow"]
+    [sent] = sqs.sent
+    original = ReplicationMessage.from_body(sqs_message("slow", "h1")["Body"])
+    assert sent["QueueUrl"] == QUEUE_URL
+    assert sent["MessageGroupId"] == original.group_id  # same group: FIFO order kept
+    assert sent["MessageDeduplicationId"] != original.deduplication_id  # FIFO would drop a same id
+    fresh = ReplicationMessage.from_body(sent["MessageBody"])
+    assert (fresh.key, fresh.interruptions) == ("slow", 1)
+    assert sqs.deleted == ["h1"]  # the received one goes: its receive count does not grow
+    assert ("h1", 0) not in sqs.visibility
+    assert consumer.counts["requeued"] == 1
+
+
+def test_a_requeue_that_cannot_be_sent_hands_the_message_back() -> None:
+    sqs = MemorySQS([], send_fails=True)
+    consumer, sqs, _ = make([sqs_message("slow", "h1")], {"slow": 60.0}, sqs, shutdown_deadline_seconds=2)
+    stop_after(consumer, 0.5)
+    consumer.run()
+    assert sqs.final_visibility("h1") == 0
+    assert sqs.deleted == []
+
+
+def test_a_message_interrupted_too_often_backs_off_instead() -> None:
+    limit = RequeuePolicy().max_interruptions
+    consumer, sqs, _ = make(
+        [sqs_message("slow", "h1", receives=2, interruptions=limit)],
+        {"slow": 60.0},
+        shutdown_deadline_seconds=2,
+        retry_backoff_base_seconds=10,
+    )
+    stop_after(consumer, 0.5)
+    consumer.run()
+    assert sqs.sent == []
+    assert sqs.deleted == []
+    assert sqs.final_visibility("h1") == 20
+
+
+def test_a_copy_at_the_lease_cap_is_stopped_and_requeued(logs: io.StringIO) -> None:
+    consumer, sqs, reconciler = make(
+        [sqs_message("huge", "h1")],
+        {"huge": 30.0},
+        fast_visibility_timeout_seconds=3,
+        fast_max_lease_seconds=1.5,
+    )
+    started = time.monotonic()
+    consumer.run(drain=True)
+    assert time.monotonic() - started < 6
+    assert reconciler.cancelled == ["huge"]
+    [sent] = sqs.sent
+    assert ReplicationMessage.from_body(sent["MessageBody"]).interruptions == 1
+    assert sqs.deleted == ["h1"]
+    assert any(e["event"] == "requeued" and e["reason"] == "lease_cap" for e in events(logs))
+
+
+def test_the_heartbeat_never_asks_for_visibility_past_12_hours_after_the_receive() -> None:
+    policy = LeasePolicy(visibility_seconds=600, max_lease_seconds=42_600)
+    assert policy.extension(0) == 600
+    assert policy.extension(42_900) == 300
+    assert policy.extension(43_199.5) == 0
+    assert policy.extension(50_000) == 0
+    assert not policy.capped(42_599) and policy.capped(42_600)
+
+
+# -- leases -------------------------------------------------------------------------------------
+
+
+def test_a_renewal_refused_per_entry_stops_the_copy_and_the_message_is_left_alone(logs: io.StringIO) -> None:
+    sqs = MemorySQS([], renewal_failure="ReceiptHandleIsInvalid")
+    consumer, sqs, reconciler = make(
+        [sqs_message("slow", "h1")], {"slow": 10.0}, sqs, fast_visibility_timeout_seconds=3
+    )
+    started = time.monotonic()
+    consumer.run(drain=True)
+    assert time.monotonic() - started < 6  # stopped at the first renewal, not after 10 s
+    assert reconciler.cancelled == ["slow"]
+    assert sqs.deleted == []
+    assert sqs.sent == []
+    assert sqs.visibility == []  # no back-off, no hand-back: the message is someone else's now
+    assert consumer.counts["lease_lost"] == 1
+    [lost] = [e for e in events(logs) if e["event"] == "lease_lost"]
+    assert "ReceiptHandleIsInvalid" in lost["reason"]
+
+
+def test_a_lease_that_cannot_be_renewed_is_given_up_before_the_visibility_runs_out() -> None:
+    sqs = MemorySQS([], renewal_raises=EndpointConnectionError(endpoint_url="https://sqs"))
+    consumer, sqs, reconciler = make(
+        [sqs_message("slow", "h1")], {"slow": 10.0}, sqs, fast_visibility_timeout_seconds=4
+    )
+    lost_at: list[float] = []
+    started = time.monotonic()
+
+    def watch() -> None:
+        while not reconciler.cancelled and time.monotonic() - started < 10:
+            time.sleep(0.01)
+        lost_at.append(time.monotonic() - started)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    consumer.run(drain=True)
+    watcher.join()
+    assert reconciler.cancelled == ["slow"]
+    assert 4 * 0.5 < lost_at[0] < 4  # retried while there was time, given up before it ran out
+    assert sqs.deleted == [] and sqs.sent == [] and sqs.visibility == []
+    assert consumer.counts["lease_lost"] == 1
+
+
+def test_one_failed_renewal_is_retried_and_the_copy_goes_on() -> None:
+    sqs = MemorySQS([], renewal_raises=EndpointConnectionError(endpoint_url="https://sqs"), renewal_errors=1)
+    consumer, sqs, reconciler = make(
+        [sqs_message("slow", "h1")], {"slow": 3.0}, sqs, fast_visibility_timeout_seconds=4
+    )
+    consumer.run(drain=True)
+    assert reconciler.cancelled == []
+    assert ("h1", 4) in sqs.visibility
+    assert sqs.deleted == ["h1"]
+    assert consumer.counts["lease_lost"] == 0
+
+
+def test_a_back_off_waits_for_a_renewal_in_progress_and_is_the_last_word() -> None:
+    """The heartbeat and the job's back-off run on different threads on the same receipt
+    handle: the back-off must come after the renewal, never interleaved or overwritten."""
+    sqs = MemorySQS([], slow_visibility=(3, 0.6))
+
+    def fail_during_renewal(cancel: threading.Event) -> None:
+        assert sqs.slow_started.wait(5)
+        raise PermissionError("denied")
+
+    consumer, sqs, _ = make(
+        [sqs_message("k", "h1")],
+        {"k": fail_during_renewal},
+        sqs,
+        fast_visibility_timeout_seconds=3,
+        retry_backoff_base_seconds=10,
+    )
+    consumer.run(drain=True)
+    calls = [c for c in sqs.calls if c.handle == "h1"]
+    assert [c.value for c in calls] == [3, 10]  # renewal, then the back-off
+    assert calls[0].ended <= calls[1].started  # not concurrent
+    assert sqs.final_visibility("h1") == 10
+
+
+def test_nothing_renews_a_lease_after_its_final_action() -> None:
+    sqs = MemorySQS([])
+    queue = Queue(sqs, QUEUE_URL)
+    delivery = Delivery("id-1", "h1", "g", 1, "{}", received_at=time.monotonic() - 100)
+    message = ReplicationMessage(bucket="source-bucket", key="k", event="ObjectCreated:Put")
+    lease = Lease("k", [(delivery, message)], LeasePolicy(visibility_seconds=30, max_lease_seconds=600))
+    lease.visible_until = time.monotonic() + 20
+    assert lease.renew(queue, time.monotonic()) is Renewal.RENEWED
+    lease.renewed_at -= 100  # due again
+    assert lease.finish(lambda held: queue.delete(held.deliveries))
+    assert lease.state is State.DONE
+    assert lease.renew(queue, time.monotonic()) is Renewal.SKIPPED
+    assert not lease.finish(lambda held: queue.change_visibility(held.deliveries, 0))  # once only
+    assert [c.op for c in sqs.calls] == ["visibility", "delete"]
+
+
+# -- permanent failures -------------------------------------------------------------------------
+
+
+def test_a_permanent_failure_goes_to_the_dlq_at_once_with_its_reason(logs: io.StringIO) -> None:
+    register_secrets(["dlq-secret-5e6f7a"])
+    error = UnstorableKeyError("the target refuses 'a/xxx': segment longer than 255 bytes dlq-secret-5e6f7a")
+    consumer, sqs, _ = make(
+        [sqs_message("doomed", "h1"), sqs_message("fine", "h2")], {"doomed": error}, dlq_url=DLQ_URL
+    )
+    consumer.run(drain=True)
+    [sent] = sqs.sent
+    assert sent["QueueUrl"] == DLQ_URL
+    assert (
+        sent["MessageGroupId"] == ReplicationMessage.from_body(sqs_message("doomed", "h1")["Body"]).group_id
+    )
+    attributes = {name: value["StringValue"] for name, value in sent["MessageAttributes"].items()}
+    assert attributes[REASON_ATTRIBUTE] == "unstorable_key"
+    assert "segment longer than 255 bytes" in attributes[ERROR_ATTRIBUTE]
+    assert "dlq-secret-5e6f7a" not in attributes[ERROR_ATTRIBUTE] and REDACTED in attributes[ERROR_ATTRIBUTE]
+    assert ReplicationMessage.from_body(sent["MessageBody"]).key == "doomed"  # redrive sends it back as is
+    assert sorted(sqs.deleted) == ["h1", "h2"]
+    assert sqs.visibility == []  # no back-off cycle
+    [failed] = [e for e in events(logs) if e["event"] == "reconcile_failed_permanently"]
+    assert (failed["key"], failed["reason"]) == ("doomed", "unstorable_key")
+    assert "segment longer than 255 bytes" in failed["error"]
+
+
+def test_the_dlq_is_found_from_the_redrive_policy_once() -> None:
+    sqs = MemorySQS(
+        [],
+        redrive_policy={
+            "deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:q-dlq.fifo",
+            "maxReceiveCount": "5",
+        },
+    )
+    behaviour = {k: ArchivedObjectError(f"{k} is in GLACIER") for k in ("a", "b", "c")}
+    consumer, sqs, _ = make([sqs_message(k, f"h-{k}") for k in "abc"], behaviour, sqs)
+    consumer.run(drain=True)
+    assert [s["QueueUrl"] for s in sqs.sent] == ["https://sqs/123456789012/q-dlq.fifo"] * 3
+    assert sqs.lookups == 1
+    assert sorted(sqs.deleted) == ["h-a", "h-b", "h-c"]
+    assert consumer.counts["failed_permanently"] == consumer.counts["dead_lettered"] == 3
+
+
+def test_without_a_dlq_a_permanent_failure_backs_off() -> None:
+    consumer, sqs, _ = make(
+        [sqs_message("doomed", "h1")], {"doomed": UnstorableKeyError("no")}, retry_backoff_base_seconds=10
+    )
+    consumer.run(drain=True)
+    assert sqs.sent == []
+    assert sqs.deleted == []
+    assert sqs.final_visibility("h1") == 10
+
+
+def test_a_permanent_failure_reaches_a_real_dlq_after_one_receive() -> None:
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        dlq = sqs.create_queue(QueueName="r-dlq.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        queue = sqs.create_queue(
+            QueueName="r.fifo",
+            Attributes={
+                "FifoQueue": "true",
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "5"}),
+            },
+        )["QueueUrl"]
+        for key in ("cold", "warm"):
+            m = ReplicationMessage(bucket="source-bucket", key=key, event="ObjectCreated:Put")
+            sqs.send_message(
+                QueueUrl=queue, MessageBody=m.to_body(), MessageGroupId=m.group_id, MessageDeduplicationId=key
+            )
+        settings = settings_for(queue_url=queue)
+        reconciler = ScriptedReconciler({"cold": ArchivedObjectError("cold is in DEEP_ARCHIVE")})
+        QueueConsumer(settings, sqs, queue, reconciler).run(drain=True)  # type: ignore[arg-type]
+        [dead] = sqs.receive_message(
+            QueueUrl=dlq,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )["Messages"]
+        assert ReplicationMessage.from_body(dead["Body"]).key == "cold"
+        assert dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] == "archived"
+        assert "DEEP_ARCHIVE" in dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
+        attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+        assert (
+            attributes["ApproximateNumberOfMessages"],
+            attributes["ApproximateNumberOfMessagesNotVisible"],
+        ) == (
+            "0",
+            "0",
+        )
+        assert sorted(reconciler.calls) == ["cold", "warm"]  # one receive each
+
+
+def test_a_missing_source_bucket_backs_off_names_the_bucket_and_never_dead_letters(logs: io.StringIO) -> None:
+    error = SourceBucketMissingError("source bucket 'source-bucket' does not exist")
+    consumer, sqs, _ = make(
+        [sqs_message("k", "h1")], {"k": error}, dlq_url=DLQ_URL, retry_backoff_base_seconds=10
+    )
+    consumer.run(drain=True)
+    assert sqs.sent == [] and sqs.deleted == []
+    assert sqs.final_visibility("h1") == 10
+    [line] = [e for e in events(logs) if e["event"] == "source_bucket_missing"]
+    assert line["bucket"] == "source-bucket" and line["level"] == "error"
+
+
+# -- wiring ---------------------------------------------------------------------------------------
+
+
+def test_the_worker_restarts_objects_as_often_as_the_settings_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    from replicator import reconcile
+    from worker import cli
+
+    seen: list[tuple[int, int]] = []
+    original: Callable[..., Any] = reconcile.object_retrying
+
+    def spy(source_changed: int, integrity: int) -> Any:
+        seen.append((source_changed, integrity))
+        return original(source_changed, integrity)
+
+    monkeypatch.setattr(reconcile, "object_retrying", spy)
+    settings = settings_for(source_changed_restarts=7, integrity_restarts=4)
+    engine = type("Engine", (), {"settings": settings_for(), "source": None, "target": None})()
+    runtime = type("Runtime", (), {"settings": settings, "engine": engine})()
+    consumer = cli.build_consumer(runtime, MemorySQS([]), QUEUE_URL)  # type: ignore[arg-type]
+    assert seen == [(7, 4)]
+    assert consumer.reconciler.engine is engine
+
+
+def test_redrive_stops_at_a_message_a_worker_sent_back_to_the_dlq_meanwhile() -> None:
+    """A key that still cannot be stored goes straight back to the DLQ: redrive must not cycle."""
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        dlq = sqs.create_queue(QueueName="r-dlq.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+        queue = sqs.create_queue(QueueName="r.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+        m = ReplicationMessage(bucket="source-bucket", key="doomed", event="ObjectCreated:Put")
+        sqs.send_message(
+            QueueUrl=dlq, MessageBody=m.to_body(), MessageGroupId=m.group_id, MessageDeduplicationId="0"
+        )
+        rounds = 0
+
+        class WorkerAlongside:
+            """SQS as seen by redrive, with a worker dead-lettering each redriven message at once."""
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(sqs, name)
+
+            def send_message_batch(self, **kwargs: Any) -> Any:
+                nonlocal rounds
+                rounds += 1
+                assert rounds < 5, "redrive is cycling"
+                response = sqs.send_message_batch(**kwargs)
+                settings = settings_for(queue_url=queue, dlq_url=dlq)
+                reconciler = ScriptedReconciler({"doomed": UnstorableKeyError("never")})
+                QueueConsumer(settings, sqs, queue, reconciler).run(drain=True)  # type: ignore[arg-type]
+                return response
+
+        result = redrive(WorkerAlongside(), dlq, queue)
+        assert (result.moved, rounds) == (1, 1)
+        [back] = sqs.receive_message(QueueUrl=dlq, MessageAttributeNames=["All"])["Messages"]
+        assert ORIGINAL_MESSAGE_ATTRIBUTE in back["MessageAttributes"]
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "expected"),
+    [
+        ("AWS.SimpleQueueService.MessageNotInflight", "", Visibility.NOT_OURS),
+        ("ReceiptHandleIsInvalid", "", Visibility.NOT_OURS),
+        (
+            "InvalidParameterValue",
+            "Value x for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired.",
+            Visibility.NOT_OURS,
+        ),
+        (
+            "InvalidParameterValue",
+            "Value 99999 for parameter VisibilityTimeout is invalid",
+            Visibility.FAILED,
+        ),
+        ("ServiceUnavailable", "", Visibility.FAILED),
+    ],
+)
+def test_sqs_answers_are_read_as_lost_or_worth_another_try(
+    code: str, message: str, expected: Visibility
+) -> None:
+    error = ClientError({"Error": {"Code": code, "Message": message}}, "ChangeMessageVisibilityBatch")
+    delivery = Delivery("id-1", "h1", "g", 1, "{}", received_at=0.0)
+
+    class Raising:
+        def change_message_visibility_batch(self, **_: Any) -> Any:
+            raise error
+
+    class PerEntry:
+        def change_message_visibility_batch(self, **_: Any) -> Any:
+            return {
+                "Successful": [],
+                "Failed": [{"Id": "0", "SenderFault": True, "Code": code, "Message": message}],
+            }
+
+    assert Queue(Raising(), QUEUE_URL).change_visibility([delivery], 30)[0] is expected
+    assert Queue(PerEntry(), QUEUE_URL).change_visibility([delivery], 30)[0] is expected
+
+
+def test_a_dead_letter_that_cannot_be_sent_backs_off() -> None:
+    sqs = MemorySQS([], send_fails=True)
+    consumer, sqs, _ = make(
+        [sqs_message("doomed", "h1")],
+        {"doomed": UnstorableKeyError("no")},
+        sqs,
+        dlq_url=DLQ_URL,
+        retry_backoff_base_seconds=10,
+    )
+    consumer.run(drain=True)
+    assert sqs.deleted == []
+    assert sqs.final_visibility("h1") == 10

@@ -4,6 +4,8 @@ import io
 import json
 import logging
 
+import pytest
+
 from replicator.logs import REDACTED, configure_logging, get_logger, register_secrets
 
 
@@ -19,3 +21,39 @@ def test_json_lines_off_a_terminal_and_secrets_scrubbed() -> None:
     assert lines[0]["nested"] == {"k": [REDACTED]}
     assert "s3cr3t-value-123" not in stream.getvalue()
     assert lines[1]["logger"] == "botocore.x"
+
+
+def _fail_with_a_secret_in_a_local() -> None:
+    signing_key = "local-secret-4f9a2c7e"  # noqa: F841 (what a signer's frame holds)
+    raise RuntimeError("request could not be signed")
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_tracebacks_do_not_show_local_variables(fmt: str) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", fmt, stream=stream)
+    try:
+        _fail_with_a_secret_in_a_local()
+    except RuntimeError:
+        get_logger("t").exception("copy_crashed")
+    output = stream.getvalue()
+    assert "copy_crashed" in output
+    assert "RuntimeError" in output and "request could not be signed" in output  # the traceback is there
+    assert "_fail_with_a_secret_in_a_local" in output
+    assert "local-secret-4f9a2c7e" not in output
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_registered_secrets_are_scrubbed_from_tracebacks(fmt: str) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", fmt, stream=stream)
+    register_secrets(["trace-secret-8d1e0b"])
+    try:
+        raise ValueError("bad credential trace-secret-8d1e0b")
+    except ValueError:
+        get_logger("t").exception("failed")
+        logging.getLogger("botocore.y").exception("stdlib failure")
+    output = stream.getvalue()
+    assert output.count("ValueError") >= 2
+    assert "trace-secret-8d1e0b" not in output
+    assert REDACTED in output

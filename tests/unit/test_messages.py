@@ -77,3 +77,26 @@ def test_key_over_1024_bytes_is_rejected() -> None:
 def test_invalid_bodies_are_rejected_with_a_reason(body: str, reason: str) -> None:
     with pytest.raises(MessageError, match=reason):
         ReplicationMessage.from_body(body)
+
+
+def test_bodies_without_an_interruption_count_still_parse_and_stay_as_they_were() -> None:
+    old = '{"v":1,"bucket":"source-bucket","key":"a/b.txt","event":"ObjectCreated:Put","etag":"e1"}'
+    message = ReplicationMessage.from_body(old)
+    assert message.interruptions == 0
+    assert message.to_body() == old  # nothing new on the wire for messages never interrupted
+
+
+def test_an_interrupted_message_carries_its_count_and_keeps_its_identity() -> None:
+    message = _msg(sequencer="01", event_time=datetime(2026, 1, 1, tzinfo=UTC))
+    again = ReplicationMessage.from_body(message.interrupted().interrupted().to_body())
+    assert again.interruptions == 2
+    assert (again.key, again.event_time, again.group_id) == (
+        message.key,
+        message.event_time,
+        message.group_id,
+    )
+
+
+def test_a_negative_interruption_count_is_rejected() -> None:
+    with pytest.raises(MessageError, match="interruptions"):
+        ReplicationMessage.from_body('{"v":1,"bucket":"b","key":"k","event":"x","interruptions":-1}')

@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from replicator.logs import configure_logging
+from replicator.logs import configure_logging, get_logger
 from replicator.metrics import NAMESPACE, ReplicationMetrics
 from replicator.reconcile import Outcome, ReconcileResult
 
@@ -108,7 +108,8 @@ def test_flushed_line_is_valid_emf_with_the_right_values() -> None:
         1,
     )
     assert sorted(line["ReplicationLatency"]) == [0.5, 1.5, 2.0]
-    assert metrics.flush() is None  # counters reset: nothing new, no line
+    assert metrics.flush() == []  # counters reset: nothing new, no line
+    assert len(stream.getvalue().splitlines()) == 1
 
 
 def test_latency_arrays_are_capped_at_100_values() -> None:
@@ -123,3 +124,52 @@ def test_a_broken_document_fails_validation() -> None:
     del document["Queue"]
     with pytest.raises((AssertionError, KeyError)):
         validate_emf(document)
+
+
+def test_emf_lines_are_written_whatever_the_log_level() -> None:
+    """The dashboard reads these lines: LOG_LEVEL=ERROR must not blank it."""
+    stream = io.StringIO()
+    configure_logging("ERROR", "json", stream=stream)
+    metrics = ReplicationMetrics("replication.fifo")
+    metrics.reconciled(_result(Outcome.COPIED, 10), 0.25)
+    metrics.flush()
+    get_logger("worker").info("ordinary_info_line")  # still filtered out
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["replication_metrics"]
+    validate_emf(lines[0])
+    assert lines[0]["ObjectsReplicated"] == 1
+
+
+def test_permanent_failures_are_counted_per_reason_as_a_dimension() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    metrics = ReplicationMetrics("replication.fifo")
+    metrics.permanent_failure("unstorable_key")
+    metrics.permanent_failure("archived")
+    metrics.permanent_failure("archived")
+    metrics.count("LeasesLost")
+    documents = metrics.flush()
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert [
+        {k: line[k] for k in document} for line, document in zip(lines, documents, strict=True)
+    ] == documents
+    for line in lines:
+        validate_emf(line)
+    main, *per_reason = lines
+    assert main["Failures"] == 3  # permanent failures are failures too
+    assert main["LeasesLost"] == 1
+    assert "Reason" not in main
+    assert {(d["Reason"], d["PermanentFailures"]) for d in per_reason} == {
+        ("archived", 2),
+        ("unstorable_key", 1),
+    }
+    for document in per_reason:
+        [directive] = document["_aws"]["CloudWatchMetrics"]
+        assert directive["Dimensions"] == [["Queue", "Reason"]]
+        assert directive["Metrics"] == [{"Name": "PermanentFailures", "Unit": "Count"}]
+        assert document["Queue"] == "replication.fifo"
+
+
+def test_an_unknown_metric_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown metric"):
+        ReplicationMetrics("q").count("LeaseLost")
