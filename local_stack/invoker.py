@@ -58,4 +58,8 @@ class LambdaInvoker:
 
     def _run(self) -> None:
         while not self._stop.wait(timeout=0.2):
-            self.pump()
+            try:
+                self.pump()
+            except Exception:
+                # moto busy or restarting: the Lambda service keeps polling, and so does this.
+                self.errors += 1
