@@ -158,6 +158,13 @@ def _print_summary(summary: Summary, options: Options) -> None:
         )
     if summary.unverified:
         console.print(f"{summary.unverified} object(s) matched by size only (no checksum on both sides)")
+    if summary.gone:
+        console.print(
+            f"{len(summary.gone)} object(s) deleted at the source since listed, not copied (not a "
+            "failure: the event pipeline, or the next run, settles their keys on the target)"
+        )
+        for key in summary.gone[:LISTED]:
+            console.print(f"gone since listed: {escape(repr(key))}")
     if summary.deletes_skipped:
         console.print(f"{len(summary.deletes_skipped)} deletes skipped: source has the key again")
         for key in summary.deletes_skipped[:LISTED]:

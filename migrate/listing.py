@@ -15,10 +15,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
+from replicator.aws_endpoint import on_aws
 from replicator.clients import Endpoint
 from replicator.errors import SourceBucketMissingError, describe, error_code
 from replicator.logs import get_logger
@@ -47,11 +47,6 @@ def _page(endpoint: Endpoint, args: dict[str, Any]) -> Any:
                 f"the source bucket {endpoint.bucket!r} at {endpoint.url} does not exist"
             ) from None
         raise
-
-
-def on_aws(endpoint: Endpoint) -> bool:
-    host = urlsplit(endpoint.url).hostname or ""
-    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
 
 
 def list_entries(endpoint: Endpoint, prefix: str = "") -> Iterator[Mapping[str, Any]]:
@@ -182,13 +177,14 @@ def key_before(key: str) -> str:
 def listed_now(endpoint: Endpoint, keys: Sequence[str]) -> set[str]:
     """Which of `keys` (distinct, in byte order) the endpoint lists now.
 
-    Fresh ListObjectsV2 requests, one directory (`/` level) at a time with Delimiter="/": within
-    one directory every store lists names in byte order (SeaweedFS's tree order differs from byte
-    order only across levels), so a StartAfter just below a key cannot skip it. Each request
-    starts just below the first key not yet settled, and every key up to the last entry a page
-    returns is settled by that page: a dense run of keys costs one request per 1,000, scattered
-    keys at most one request each (as a HEAD each would). Raises ListingOrderError when an
-    answer is not in byte order: such a listing must not be trusted to prove absence.
+    Fresh ListObjectsV2 requests, one directory (`/` level) at a time with Delimiter="/". Each
+    request starts just below the first key not yet settled; a truncated page settles the keys
+    up to its last file, and up to its last common prefix without the "/". Within a directory
+    SeaweedFS lists entries by name, so the directory `d/sub/` comes before the file `d/sub-a`,
+    which byte order puts first: the "/" is left out because a listed directory proves only
+    that names up to its own name were listed. A dense run of keys costs one request per 1,000,
+    scattered keys at most one request each (as a HEAD each would). Raises ListingOrderError
+    when an answer is not in byte order: such a listing must not be trusted to prove absence.
     """
     by_directory: dict[str, list[str]] = {}
     for key in keys:
@@ -209,12 +205,21 @@ def _ascending(items: Iterable[str], after: bytes, side: str) -> bytes:
     return previous
 
 
+def _settled_by(contents: Sequence[str], prefixes: Sequence[str]) -> bytes:
+    """The highest key a truncated page proves listed: its last file, or its last directory's
+    name without the "/" (each list is in byte order)."""
+    bounds = [sort_key(contents[-1])] if contents else []
+    if prefixes:
+        bounds.append(sort_key(prefixes[-1].removesuffix("/")))
+    return max(bounds, default=b"")
+
+
 def _listed_in_directory(endpoint: Endpoint, keys: Sequence[str]) -> set[str]:
     wanted = set(keys)
     present: set[str] = set()
     index = 0
     args: dict[str, Any] | None = None
-    after_content = after_prefix = b""
+    after_content = after_prefix = settled = b""
     while index < len(keys):
         if args is None:  # a fresh request, just below the first key not settled yet
             start = key_before(keys[index])
@@ -228,22 +233,23 @@ def _listed_in_directory(endpoint: Endpoint, keys: Sequence[str]) -> set[str]:
             after_content = after_prefix = sort_key(start)
         page = _page(endpoint, args)
         contents = [entry["Key"] for entry in page.get("Contents", [])]
+        prefixes = [entry["Prefix"] for entry in page.get("CommonPrefixes", [])]
         present.update(key for key in contents if key in wanted)
         after_content = _ascending(contents, after_content, endpoint.name)
-        after_prefix = _ascending(
-            (p["Prefix"] for p in page.get("CommonPrefixes", [])), after_prefix, endpoint.name
-        )
+        after_prefix = _ascending(prefixes, after_prefix, endpoint.name)
         if not page.get("IsTruncated"):
             return present  # the listing reached the end of the prefix every key left shares
-        highest = max(after_content, after_prefix)
-        if highest <= sort_key(str(args["StartAfter"])):
+        if not contents and not prefixes:
             raise RuntimeError(f"the {endpoint.name} listing is truncated but empty")
-        while index < len(keys) and sort_key(keys[index]) <= highest:
+        settled = max(settled, _settled_by(contents, prefixes))
+        while index < len(keys) and sort_key(keys[index]) <= settled:
             index += 1
         if index == len(keys):
             break
-        if sort_key(key_before(keys[index])) > highest:
-            args = None  # jump over the keys in between
+        # Jump over the keys in between only when the listing has not reached the next key
+        # yet; otherwise page on (a store in name order may still list it).
+        if sort_key(key_before(keys[index])) > max(after_content, after_prefix):
+            args = None
         else:
             token = page.get("NextContinuationToken")
             if not token:

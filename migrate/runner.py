@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, NamedTuple
@@ -43,10 +43,13 @@ from replicator.errors import (
     ArchivedObjectError,
     CancelledError,
     SourceBucketMissingError,
+    SourceChangedError,
     UnstorableKeyError,
     describe,
     error_code,
+    is_not_found,
     object_retrying,
+    self_copy_refused,
 )
 from replicator.logs import configure_logging, get_logger
 from replicator.objects import ObjectInfo, metadata_matches, target_matches
@@ -76,7 +79,8 @@ class Options:
     stream_target_listing: bool = False
 
 
-OutcomeKind = Literal["done", "archived", "unstorable", "failed"]
+OutcomeKind = Literal["done", "archived", "unstorable", "gone", "failed"]
+GONE = "deleted at the source since it was listed"
 
 
 class CopyOutcome(NamedTuple):
@@ -88,13 +92,29 @@ class CopyOutcome(NamedTuple):
     detail: str = ""
 
 
-def outcome_of(key: str, size: int, exc: BaseException) -> CopyOutcome:
-    """The one place that sorts copy errors into what the summary reports apart."""
+def outcome_of(key: str, size: int, exc: BaseException, source: Endpoint | None = None) -> CopyOutcome:
+    """The one place that sorts copy errors into what the summary reports apart. With `source`,
+    a copy that failed because the object vanished is checked: a key the source no longer holds
+    was deleted there during the run (the event pipeline deletes it on the target), not a
+    failure."""
     if isinstance(exc, ArchivedObjectError):
         return CopyOutcome(key, size, "archived", str(exc))
     if isinstance(exc, UnstorableKeyError):
         return CopyOutcome(key, size, "unstorable", str(exc))
+    if source is not None and (isinstance(exc, SourceChangedError) or is_not_found(exc)):
+        try:
+            if source_absent(source, key):
+                return CopyOutcome(key, size, "gone", GONE)
+        except Exception as probe:  # unconfirmed (a missing bucket included): the failure stands
+            log.debug("source_look_failed", key=key, error=describe(probe))
     return CopyOutcome(key, size, "failed", describe(exc))
+
+
+def tier_unknown(source: ObjectInfo | None) -> bool:
+    """Listed in INTELLIGENT_TIERING: the listing does not say whether it sits in an archive
+    tier, only a HEAD (ArchiveStatus) does. Only these are looked at, so nothing else costs a
+    request."""
+    return source is not None and not source.complete and source.storage_class == "INTELLIGENT_TIERING"
 
 
 @dataclass
@@ -117,6 +137,8 @@ class Summary:
     unstorable: list[dict[str, str]] = field(default_factory=list)
     # Deletes not made because the source held the key again when they were due.
     deletes_skipped: list[str] = field(default_factory=list)
+    # Keys deleted at the source between the listing and their copy: not failures.
+    gone: list[str] = field(default_factory=list)
     unverified: int = 0
     listing_restarts: int = 0
     deletes_refused: int = 0
@@ -147,6 +169,9 @@ class Summary:
     def skip_delete(self, key: str) -> None:
         self._events.put(("delete_skipped", key, None))
 
+    def gone_since_listed(self, key: str) -> None:
+        self._events.put(("gone", key, None))
+
     def size_only(self) -> None:
         self._events.put(("unverified", "", 0))
 
@@ -172,6 +197,8 @@ class Summary:
                 self.unstorable.append({"key": name, "reason": value})
             elif kind == "delete_skipped":
                 self.deletes_skipped.append(name)
+            elif kind == "gone":
+                self.gone.append(name)
             else:
                 self.unverified += 1
 
@@ -186,6 +213,7 @@ class Summary:
             "archived_not_copied": self.archived,
             "cannot_be_stored_on_target": self.unstorable,
             "deletes_skipped_source_has_key_again": self.deletes_skipped,
+            "gone_since_listed": self.gone,
             "unverified_same_size": self.unverified,
             "deletes_refused": self.deletes_refused,
             "deletes_refused_reason": self.deletes_refused_reason,
@@ -248,7 +276,7 @@ def _child_copy(batch: list[tuple[str, int, str]]) -> list[CopyOutcome]:
             result = _child["retrying"](lambda: engine.copy(listed))
             return CopyOutcome(key, result.size, "done")
         except Exception as exc:
-            return outcome_of(key, size, exc)
+            return outcome_of(key, size, exc, engine.source)
 
     return list(pool.map(one, batch))
 
@@ -393,8 +421,9 @@ class Migration:
 
     def _archived(self, decision: Decision) -> None:
         assert decision.source is not None
-        storage_class = decision.source.storage_class or "an archive tier"
-        self.summary.archive(decision.key, f"archived in {storage_class}, not copied")
+        source = decision.source
+        where = source.archive_tier or source.storage_class or "an archive tier"
+        self.summary.archive(decision.key, f"archived in {where}, not copied")
         self.progress.done(decision, 0)
 
     # -- copies and verifications -------------------------------------------------------------
@@ -402,12 +431,10 @@ class Migration:
     def _handle(self, decision: Decision) -> None:
         if decision.action is Action.VERIFY:
             self._submit(self._verify, decision)
-        elif self.options.check:
-            what = "missing on target" if decision.action is Action.COPY else decision.reason
-            self.summary.differ(decision.key, what)
-            self.progress.done(decision, 0)
-        elif self.options.dry_run:
-            self.progress.done(decision, 0)
+        elif tier_unknown(decision.source):
+            self._submit(self._copy_after_a_look, decision)
+        elif self.options.check or self.options.dry_run:
+            self._report(decision)
         elif decision.size < self.engine.settings.multipart_threshold and self.options.processes > 1:
             self._small_batch.append(decision)
             if len(self._small_batch) >= SMALL_BATCH:
@@ -432,12 +459,47 @@ class Migration:
         wait(self._active)
         self._active = []
 
+    def _report(self, decision: Decision) -> None:
+        """--check or --dry-run: what would be copied, nothing written."""
+        if self.options.check:
+            what = "missing on target" if decision.action is Action.COPY else decision.reason
+            self.summary.differ(decision.key, what)
+        self.progress.done(decision, 0)
+
+    def _copy_after_a_look(self, decision: Decision) -> None:
+        source = self._look_at_source(decision)
+        if source is None:
+            return
+        decision = replace(decision, source=source)
+        if source.archived:
+            self._archived(decision)
+        elif self.options.check or self.options.dry_run:
+            self._report(decision)
+        else:
+            self._copy(decision)
+
+    def _look_at_source(self, decision: Decision) -> ObjectInfo | None:
+        """A HEAD of the source (its archive tier, headers and metadata); None once the outcome
+        is recorded: gone since listed, or the look failed."""
+        try:
+            source = head(self.source, decision.key)
+        except Exception as exc:
+            self._record(decision, outcome_of(decision.key, decision.size, exc))
+            return None
+        if source is None:
+            self._record(decision, CopyOutcome(decision.key, decision.size, "gone", GONE))
+        return source
+
     def _record(self, decision: Decision, outcome: CopyOutcome) -> None:
         if outcome.kind == "done":
             self.summary.finish(decision.action, outcome.size)
             self.progress.done(decision, outcome.size)
         elif outcome.kind == "archived":
             self.summary.archive(outcome.key, outcome.detail)
+            self.progress.done(decision, 0)
+        elif outcome.kind == "gone":
+            self.summary.gone_since_listed(outcome.key)
+            log.info("gone_since_listed", key=outcome.key)
             self.progress.done(decision, 0)
         elif outcome.kind == "unstorable":
             self.summary.refuse_key(outcome.key, outcome.detail)
@@ -456,7 +518,7 @@ class Migration:
         except CancelledError:
             return
         except Exception as exc:
-            self._record(decision, outcome_of(decision.key, decision.size, exc))
+            self._record(decision, outcome_of(decision.key, decision.size, exc, self.source))
             return
         self._record(decision, CopyOutcome(decision.key, result.size, "done"))
 
@@ -485,6 +547,11 @@ class Migration:
         self._replace(decision, source, target)
 
     def _replace(self, decision: Decision, source: ObjectInfo, target: ObjectInfo | None) -> None:
+        if tier_unknown(source):
+            looked = self._look_at_source(decision)
+            if looked is None:
+                return
+            source = looked
         if source.archived:
             self._archived(Decision(Action.ARCHIVED, decision.key, source, target))
         elif self.options.check:
@@ -522,9 +589,15 @@ class Migration:
             self.progress.done(decision, 0)
             return
         try:
-            self.engine.update_metadata(source)
+            self.engine.update_metadata(source, target)  # the HEAD just made: no second look
         except Exception as exc:
-            self._record(decision, outcome_of(decision.key, decision.size, exc))
+            if not self_copy_refused(exc):
+                self._record(decision, outcome_of(decision.key, decision.size, exc, self.source))
+                return
+            # The target will not copy an object onto itself: send the bytes instead.
+            log.warning("metadata_update_refused", key=decision.key, error=describe(exc))
+            self.summary.plan(Action.REPLACE, decision.size)
+            self._copy(Decision(Action.REPLACE, decision.key, source, target, "metadata update refused"))
             return
         self.summary.finish(Action.METADATA, 0)  # no bytes sent
         self.progress.done(decision, 0)

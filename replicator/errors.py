@@ -8,6 +8,7 @@ from http.client import HTTPException
 from typing import TYPE_CHECKING, TypeVar
 
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -21,6 +22,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ProtocolError
 
 if TYPE_CHECKING:
+    from replicator.clients import Endpoint
     from replicator.objects import ObjectInfo
 
 
@@ -136,6 +138,8 @@ SOURCE_CHANGED_CODES = frozenset(
 INTEGRITY_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
 
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+# 501: the store does not implement the request (or one of its headers).
+NOT_IMPLEMENTED_CODES = frozenset({"NotImplemented", "501"})
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -155,14 +159,17 @@ def is_not_found(exc: BaseException) -> bool:
 
 def is_retryable(exc: BaseException) -> bool:
     """Request level: the same request may succeed if sent again (transport errors, throttling,
-    5xx). A changed source, a vanished upload or corrupted bytes need the object started over
-    (see object_restart_kind); repeating one request cannot fix them."""
+    5xx but 501). A changed source, a vanished upload or corrupted bytes need the object started
+    over (see object_restart_kind); repeating one request cannot fix them."""
     if isinstance(exc, CopyError):
         return False
     if isinstance(exc, TRANSIENT_EXCEPTIONS):
         return True
     if isinstance(exc, ClientError):
-        return error_code(exc) in RETRYABLE_CODES or _status(exc) >= 500
+        status = _status(exc)
+        if status == 501 or error_code(exc) in NOT_IMPLEMENTED_CODES:
+            return False  # the store does not do this at all: asking again changes nothing
+        return error_code(exc) in RETRYABLE_CODES or status >= 500
     return False
 
 
@@ -184,18 +191,67 @@ def object_restart_kind(exc: BaseException) -> str | None:
     return None
 
 
+def self_copy_refused(exc: BaseException) -> bool:
+    """A metadata-only update (a server-side copy of the target onto itself) was refused in a
+    way repeating cannot change (501 NotImplemented, an InvalidRequest, AccessDenied on the
+    copy's read): copy the bytes instead. A changed object (PreconditionFailed, NoSuchUpload) or
+    passing trouble is not such a refusal; a key the target refuses is a PermanentError."""
+    return isinstance(exc, ClientError) and not is_retryable(exc) and object_restart_kind(exc) is None
+
+
 # -- source refusals -----------------------------------------------------------------------------
 
 _SSE_C_HINTS = ("customer provided key", "customer key", "server side encryption")
 
 
+def _names_sse_c(exc: ClientError) -> bool:
+    """An answer that says the object needs its customer key (AWS: InvalidRequest, SeaweedFS:
+    InvalidArgument, each with a message about server-side encryption or customer keys)."""
+    if error_code(exc) not in ("InvalidRequest", "InvalidArgument"):
+        return False
+    message = str(exc.response.get("Error", {}).get("Message", "") or "").lower()
+    return any(hint in message for hint in _SSE_C_HINTS)
+
+
+_PROBE_FAILURES: tuple[type[BaseException], ...] = (BotoCoreError, *TRANSIENT_EXCEPTIONS)
+
+
+def _read_first_byte(source: Endpoint, key: str) -> None:
+    try:
+        source.client.get_object(Bucket=source.bucket, Key=key, Range="bytes=0-0")["Body"].close()
+    except ClientError as exc:
+        if error_code(exc) != "InvalidRange":
+            raise
+        # An empty object has no byte 0: read it whole (nothing; closed unread should it have grown).
+        source.client.get_object(Bucket=source.bucket, Key=key)["Body"].close()
+
+
+def _sse_c_confirmed(source: Endpoint | None, key: str | None) -> bool:
+    """A bare 400 says nothing by itself (HEAD has no body: an expired token looks the same).
+    A one-byte GET of the object answers in words."""
+    if source is None or key is None:
+        return False
+    try:
+        _read_first_byte(source, key)
+    except ClientError as exc:
+        return _names_sse_c(exc)
+    except _PROBE_FAILURES:
+        return False  # nothing confirmed: the original error stands
+    return False  # readable: whatever the 400 was, it was not SSE-C
+
+
 def source_refusal(
-    exc: BaseException, obj: ObjectInfo | None, operation: str, key: str | None = None
+    exc: BaseException,
+    obj: ObjectInfo | None,
+    operation: str,
+    key: str | None = None,
+    source: Endpoint | None = None,
 ) -> PermanentError | None:
     """A source read refused for a reason retrying cannot fix, in words; None for anything else.
 
-    - SSE-C: HeadObject answers a bare 400 (no body, so botocore's code is "400"); GetObject an
-      InvalidRequest / InvalidArgument that speaks of customer-provided keys.
+    - SSE-C: HeadObject answers a bare 400 (no body, so botocore's code is "400"), which is
+      taken for SSE-C only once a one-byte GET through `source` confirms it (without `source`,
+      never); GetObject an InvalidRequest / InvalidArgument that speaks of customer keys.
     - SSE-KMS: AccessDenied on GetObject of an aws:kms object (HEAD needs no kms:Decrypt).
     - Archive tiers: InvalidObjectState.
     `obj` is what a HEAD said about the object, when known; `key` names it otherwise.
@@ -213,10 +269,8 @@ def source_refusal(
         return ArchivedObjectError(
             f"{what} is archived{tier} and not restored: restore it (S3 RestoreObject) to replicate it"
         )
-    sse_c = reads and (
-        (_status(exc) == 400 and code in ("400", "BadRequest"))
-        or (code in ("InvalidRequest", "InvalidArgument") and any(h in message.lower() for h in _SSE_C_HINTS))
-    )
+    bare_400 = _status(exc) == 400 and code in ("400", "BadRequest")
+    sse_c = reads and (_names_sse_c(exc) or (bare_400 and _sse_c_confirmed(source, name)))
     if sse_c:
         return EncryptedSourceError(
             f"{what} is encrypted with a customer key we do not have (SSE-C): it cannot be read "

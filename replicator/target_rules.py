@@ -5,13 +5,15 @@ cannot hold an object and a prefix of the same name (`a` and `a/b`), both of whi
 Such keys fail for good: retrying them only fills the dead-letter queue. Stores say so in
 different ways, some clearly (KeyTooLongError), some with an InternalError at the end of a
 multipart upload (SeaweedFS), so an ambiguous answer is confirmed by looking at the target
-before it is called permanent.
+before it is called permanent. When the target is AWS S3 itself (TARGET_DEFAULT_CREDENTIALS,
+migrate --reverse) only S3's own 1,024-byte limit applies: it stores what Lyve Cloud refuses.
 """
 
 from __future__ import annotations
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from replicator.aws_endpoint import on_aws
 from replicator.clients import Endpoint
 from replicator.errors import UnstorableKeyError, describe, error_code, is_not_found
 from replicator.logs import get_logger
@@ -50,13 +52,21 @@ _SPECIFIC_CODES = frozenset(
 )
 
 
-def check_key(key: str) -> UnstorableKeyError | None:
-    """The reason the target cannot store this key, known from the key alone, or None."""
+def lyve_rules_apply(target: Endpoint | None) -> bool:
+    """Lyve Cloud's key rules hold for every target but AWS S3 (unknown: they hold)."""
+    return target is None or not on_aws(target)
+
+
+def check_key(key: str, target: Endpoint | None = None) -> UnstorableKeyError | None:
+    """The reason `target` cannot store this key, known from the key alone, or None. Without a
+    target, Lyve Cloud's rules are applied."""
     size = len(key.encode("utf-8"))
     if size > MAX_KEY_BYTES:
         return UnstorableKeyError(
             f"target cannot store {key!r}: the key is {size} bytes, over the {MAX_KEY_BYTES}-byte limit"
         )
+    if not lyve_rules_apply(target):
+        return None
     for segment in key.split("/"):
         length = len(segment.encode("utf-8"))
         if length > MAX_SEGMENT_BYTES:
@@ -108,7 +118,7 @@ def explain_refusal(exc: BaseException, key: str, target: Endpoint) -> Unstorabl
     if not isinstance(exc, ClientError):
         return None
     answered = f"the target answered {describe(exc)}"
-    by_key = check_key(key)
+    by_key = check_key(key, target)
     if error_code(exc) == "KeyTooLongError":
         if by_key is not None:
             return UnstorableKeyError(f"{by_key} ({answered})")
@@ -118,6 +128,8 @@ def explain_refusal(exc: BaseException, key: str, target: Endpoint) -> Unstorabl
         return None
     if by_key is not None:
         return UnstorableKeyError(f"{by_key} ({answered})")
+    if not lyve_rules_apply(target):
+        return None  # AWS S3 stores `a` beside `a/b`: its 500 is passing trouble
     try:
         clash = name_clash(key, target)
     except (ClientError, BotoCoreError) as probe_error:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from local_stack.compare import bucket_contents, differences, list_keys
+from local_stack.fault_proxy import FaultPlan, FaultProxy
 from local_stack.stack import LocalStack
 from migrate import cli
 from migrate.filters import KeyFilter
@@ -693,3 +694,232 @@ def test_a_rerun_after_a_migration_heads_nothing(stack: LocalStack, buckets: tup
         engine.close()
     assert summary.done == {"skip": 60}
     assert heads == []
+
+
+@pytest.mark.parametrize("page_keys", [1, 2, 3, 4, 5])
+def test_listed_now_never_settles_a_key_listed_after_a_directory_on_seaweedfs(
+    stack: LocalStack, buckets: tuple[str, str], monkeypatch: pytest.MonkeyPatch, page_keys: int
+) -> None:
+    """SeaweedFS lists a directory's entries by name: `d/sub/` (the directory `sub`) before the
+    file `d/sub-a`, the other way round from byte order. A page that ends on that directory
+    settles nothing after `d/sub`, so the file is still looked for (and so never deleted)."""
+    from migrate import listing
+
+    monkeypatch.setattr(listing, "PAGE_KEYS", page_keys)
+    target = stack.target()
+    present = ["d/a", "d/b", "d/sub/x", "d/sub-a", "d/sub.txt", "d/subz"]
+    for key in present:
+        target.put_object(Bucket=buckets[1], Key=key, Body=b"x")
+    endpoint = build_clients(settings_for(stack, buckets)).target
+    assert listing.listed_now(endpoint, ["d/a", "d/sub-a"]) == {"d/a", "d/sub-a"}
+    asked = sorted(["d/a", "d/a0", "d/sub", "d/sub!", "d/sub-a", "d/sub.txt", "d/subz"], key=str.encode)
+    assert listing.listed_now(endpoint, asked) == {"d/a", "d/sub-a", "d/sub.txt", "d/subz"}
+
+
+def test_a_delete_checks_the_seaweedfs_source_past_a_page_ending_on_a_directory(
+    stack: LocalStack, buckets: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--reverse (SeaweedFS as the source): a key the source holds is never deleted because a
+    listing page ended on a directory that SeaweedFS lists before it."""
+    from migrate import listing
+
+    monkeypatch.setattr(listing, "PAGE_KEYS", 3)
+    lyve, aws = stack.target(), stack.source()
+    for key in ("d/a", "d/b", "d/sub/x", "d/sub-a"):
+        lyve.put_object(Bucket=buckets[1], Key=key, Body=b"x")
+    for key in ("d/0", "d/sub-a"):
+        aws.put_object(Bucket=buckets[0], Key=key, Body=b"x")
+    settings = settings_for(stack, buckets)
+    clients = build_clients(settings)
+    engine = TransferEngine(clients.target, clients.source, settings)  # reversed ends
+    try:
+        migration = Migration(engine, Options(concurrency=1, processes=1, delete=True))
+        migration._delete_batch(["d/0", "d/sub-a"])
+    finally:
+        engine.close()
+    assert migration.summary.settle().deletes_skipped == ["d/sub-a"]
+    assert list_keys(aws, buckets[0]) == ["d/sub-a"]
+
+
+def test_a_bare_400_from_seaweedfs_is_called_sse_c_only_once_a_read_confirms_it(
+    stack: LocalStack, buckets: tuple[str, str]
+) -> None:
+    """SeaweedFS as the source (--reverse): a HEAD of an SSE-C object without its key answers a
+    bare 400, as an expired token would; a one-byte GET tells the two apart."""
+    from botocore.exceptions import ClientError
+
+    from replicator.errors import EncryptedSourceError, source_refusal
+
+    lyve = stack.target()
+    customer_key = os.urandom(32)
+    for key, body in (("vault/secret", b"ciphertext"), ("vault/empty", b"")):
+        lyve.put_object(
+            Bucket=buckets[1], Key=key, Body=body, SSECustomerAlgorithm="AES256", SSECustomerKey=customer_key
+        )
+    lyve.put_object(Bucket=buckets[1], Key="open/file", Body=b"plain")
+    source = build_clients(settings_for(stack, buckets)).target
+    for key in ("vault/secret", "vault/empty"):
+        with pytest.raises(ClientError) as caught:
+            source.client.head_object(Bucket=source.bucket, Key=key)
+        bare = caught.value
+        assert (bare.response["Error"]["Code"], bare.response["ResponseMetadata"]["HTTPStatusCode"]) == (
+            "400",
+            400,
+        )
+        refusal = source_refusal(bare, None, "HeadObject", key, source=source)
+        assert isinstance(refusal, EncryptedSourceError), key
+        assert f"{key!r} is encrypted with a customer key" in str(refusal)
+    # The same bare 400 for an object that reads fine: passing trouble, not SSE-C.
+    assert source_refusal(bare, None, "HeadObject", "open/file", source=source) is None
+
+
+# -- what a copy meets on the way ------------------------------------------------------------------
+
+
+class RewritingProxy(FaultProxy):
+    """Forwards to the server, except where `rule(method, path, headers)` says otherwise: ("refuse",
+    status, code) answers the request itself with that S3 error; ("add", headers) forwards it and
+    adds those headers to the answer. Records every request, and each rule that applied."""
+
+    def __init__(self, upstream: str, rule: Callable[[str, str, Any], tuple[Any, ...] | None]) -> None:
+        super().__init__(upstream, FaultPlan())
+        self.rule = rule
+        self.applied: list[tuple[str, str, str]] = []
+        self.seen: list[tuple[str, str]] = []
+
+    def __enter__(self) -> RewritingProxy:
+        self.start()
+        return self
+
+    def handle(self, request: Any) -> None:
+        self.seen.append((request.command, request.path))
+        verdict = self.rule(request.command, request.path, request.headers)
+        if verdict is None:
+            super().handle(request)
+            return
+        self.applied.append((verdict[0], request.command, request.path))
+        if verdict[0] == "add":
+            send_rest = request.end_headers
+
+            def end_headers() -> None:
+                for name, value in verdict[1].items():
+                    request.send_header(name, value)
+                send_rest()
+
+            request.end_headers = end_headers
+            super().handle(request)
+            return
+        _, status, code = verdict
+        length = int(request.headers.get("Content-Length") or 0)
+        if length:
+            request.rfile.read(length)
+        payload = (
+            f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>refused</Message></Error>".encode()
+        )
+        request.send_response(status)
+        request.send_header("Content-Length", str(len(payload)))
+        request.end_headers()
+        if request.command != "HEAD":
+            request.wfile.write(payload)
+
+
+def migrate_with(
+    settings: Settings, engine_class: type[TransferEngine] = TransferEngine, **options: Any
+) -> Summary:
+    clients = build_clients(settings)
+    engine = engine_class(clients.source, clients.target, settings)
+    try:
+        return Migration(engine, Options(concurrency=4, processes=1, **options)).run()
+    finally:
+        engine.close()
+
+
+def test_intelligent_tiering_archive_tiers_are_archived_not_missing(
+    stack: LocalStack, buckets: tuple[str, str]
+) -> None:
+    """The listing says only INTELLIGENT_TIERING; AWS tells the archive tiers apart on a HEAD
+    (x-amz-archive-status) and refuses their GET (InvalidObjectState). moto has no tiers: a proxy
+    answers as AWS does for the objects under cold/."""
+    s3 = stack.source()
+    for key in ("cold/it", "warm/it"):
+        s3.put_object(Bucket=buckets[0], Key=key, Body=b"tiered", StorageClass="INTELLIGENT_TIERING")
+    s3.put_object(Bucket=buckets[0], Key="plain", Body=b"standard")
+
+    def as_aws(method: str, path: str, headers: Any) -> tuple[Any, ...] | None:
+        if "/cold/" not in path:
+            return None
+        if method == "HEAD":
+            return ("add", {"x-amz-archive-status": "DEEP_ARCHIVE_ACCESS"})
+        return ("refuse", 403, "InvalidObjectState") if method == "GET" else None
+
+    with RewritingProxy(stack.aws.endpoint_url, as_aws) as proxy:
+        settings = settings_for(stack, buckets).model_copy(update={"source_endpoint_url": proxy.endpoint_url})
+        check = migrate_with(settings, check=True)
+        assert check.archived == [{"key": "cold/it", "reason": "archived in DEEP_ARCHIVE_ACCESS, not copied"}]
+        assert sorted(d["key"] for d in check.differences) == ["plain", "warm/it"]
+        heads = sorted(path.split("?")[0] for method, path in proxy.seen if method == "HEAD")
+        # Only the Intelligent-Tiering objects are looked at.
+        assert heads == [f"/{buckets[0]}/cold/it", f"/{buckets[0]}/warm/it"]
+        copied = migrate_with(settings)
+    assert copied.failures == []
+    assert [a["key"] for a in copied.archived] == ["cold/it"]
+    assert set(bucket_contents(stack.target(), buckets[1])) == {"plain", "warm/it"}
+    assert ("refuse", "GET", f"/{buckets[0]}/cold/it") not in proxy.applied  # never read
+
+
+def test_a_target_refusing_a_self_copy_gets_the_bytes_instead(
+    stack: LocalStack, buckets: tuple[str, str]
+) -> None:
+    s3 = stack.source()
+    s3.put_object(
+        Bucket=buckets[0], Key="doc.txt", Body=b"same bytes", ContentType="text/plain", Metadata={"v": "1"}
+    )
+    assert migrate(stack, buckets).done == {"copy": 1}
+    time.sleep(1.1)  # the source's change must be in a later second than the target's copy
+    s3.copy_object(
+        Bucket=buckets[0],
+        Key="doc.txt",
+        CopySource={"Bucket": buckets[0], "Key": "doc.txt"},
+        MetadataDirective="REPLACE",
+        ContentType="text/markdown",
+        Metadata={"v": "2"},
+    )
+
+    def no_self_copy(method: str, path: str, headers: Any) -> tuple[Any, ...] | None:
+        copy_source = headers.get("x-amz-copy-source") or ""
+        return ("refuse", 501, "NotImplemented") if method == "PUT" and buckets[1] in copy_source else None
+
+    with RewritingProxy(stack.lyve.endpoint_url, no_self_copy) as proxy:
+        settings = settings_for(stack, buckets).model_copy(update={"target_endpoint_url": proxy.endpoint_url})
+        summary = migrate_with(settings)
+    assert summary.failures == []
+    assert summary.done == {"replace": 1}
+    assert [kind for kind, _, _ in proxy.applied] == ["refuse"]  # a 501 is not asked again
+    copied = stack.target().head_object(Bucket=buckets[1], Key="doc.txt")
+    assert (copied["ContentType"], copied["Metadata"]["v"]) == ("text/markdown", "2")
+    assert in_sync(stack, buckets) == []
+
+
+def test_a_key_deleted_at_the_source_during_the_run_is_not_a_failure(
+    stack: LocalStack, buckets: tuple[str, str]
+) -> None:
+    s3 = stack.source()
+    s3.put_object(Bucket=buckets[0], Key="doomed/small", Body=b"x" * 100)
+    s3.upload_fileobj(io.BytesIO(os.urandom(9 * MIB)), buckets[0], "doomed/large")
+    s3.put_object(Bucket=buckets[0], Key="kept", Body=b"k")
+
+    class DeletedAtTheSourceFirst(TransferEngine):
+        """A user deletes the object between the listing and its copy."""
+
+        def copy(self, obj: Any, cancel: Any = None) -> Any:
+            if obj.key.startswith("doomed/"):
+                s3.delete_object(Bucket=buckets[0], Key=obj.key)
+            return super().copy(obj, cancel)
+
+    settings = settings_for(stack, buckets).model_copy(update={"source_changed_restarts": 1})
+    summary = migrate_with(settings, DeletedAtTheSourceFirst)
+    assert summary.failures == []
+    assert sorted(summary.gone) == ["doomed/large", "doomed/small"]
+    assert summary.done == {"copy": 1}
+    assert cli.exit_code(summary) == 0
+    assert set(bucket_contents(stack.target(), buckets[1])) == {"kept"}

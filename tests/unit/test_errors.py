@@ -5,6 +5,7 @@ builds them: its own parser reading the HTTP answer S3 gives."""
 from __future__ import annotations
 
 import http.client
+import io
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ import botocore.session
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
+from replicator.clients import Endpoint
 from replicator.errors import (
     ArchivedObjectError,
     CancelledError,
@@ -28,6 +30,7 @@ from replicator.errors import (
     is_retryable,
     object_retrying,
     request_retrying,
+    self_copy_refused,
     source_refusal,
 )
 from replicator.objects import ObjectInfo
@@ -84,6 +87,13 @@ def test_transport_errors_throttling_and_5xx_are_retried_per_request(error: Base
         s3_error("UploadPart", 404, "NoSuchUpload", "The specified upload does not exist."),
         s3_error("UploadPart", 400, "BadDigest", "The Content-MD5 you specified did not match"),
         s3_error("GetObject", 403, "AccessDenied", "Access Denied"),
+        s3_error(
+            "CopyObject",
+            501,
+            "NotImplemented",
+            "A header you provided implies functionality that is not implemented",
+        ),
+        s3_error("HeadObject", 501),
         SourceChangedError("changed"),
         IntegrityError("md5"),
         CancelledError("stop"),
@@ -94,6 +104,8 @@ def test_transport_errors_throttling_and_5xx_are_retried_per_request(error: Base
         "NoSuchUpload",
         "BadDigest",
         "AccessDenied",
+        "501-NotImplemented",
+        "bare-501",
         "SourceChanged",
         "Integrity",
         "Cancelled",
@@ -238,14 +250,71 @@ def test_retry_policy_keeps_its_one_kind_constructor(waits: list[float]) -> None
 # -- source refusals ----------------------------------------------------------------------------
 
 
-def test_a_head_answering_a_bare_400_is_an_sse_c_object() -> None:
+class ProbedSource:
+    """A source whose GetObject answers each call with the next of `answers` (an error, or a
+    body), recording the calls."""
+
+    def __init__(self, *answers: BaseException | bytes) -> None:
+        self.answers = list(answers)
+        self.calls: list[dict[str, Any]] = []
+
+    def get_object(self, **args: Any) -> Any:
+        self.calls.append(args)
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return {"Body": io.BytesIO(answer)}
+
+
+def probed(*answers: BaseException | bytes) -> tuple[Endpoint, ProbedSource]:
+    client = ProbedSource(*answers)
+    return Endpoint("source", "bucket", client, "https://s3.amazonaws.com"), client  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("message", [SSE_C_GET_AWS, SSE_C_GET_SEAWEED], ids=["aws", "seaweedfs"])
+def test_a_head_answering_a_bare_400_is_sse_c_once_a_one_byte_get_says_so(message: str) -> None:
     error = s3_error("HeadObject", 400)
     assert error.response["Error"]["Code"] == "400"  # what botocore makes of S3's answer
-    refusal = source_refusal(error, None, "HeadObject", key="secret/report.pdf")
+    code = "InvalidRequest" if message == SSE_C_GET_AWS else "InvalidArgument"
+    source, client = probed(s3_error("GetObject", 400, code, message))
+    refusal = source_refusal(error, None, "HeadObject", key="secret/report.pdf", source=source)
     assert isinstance(refusal, EncryptedSourceError)
     assert refusal.reason == "encrypted"
     assert "'secret/report.pdf'" in str(refusal) and "SSE-C" in str(refusal)
     assert describe(refusal) == str(refusal)  # not "400 on HeadObject"
+    assert client.calls == [{"Bucket": "bucket", "Key": "secret/report.pdf", "Range": "bytes=0-0"}]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"x",  # readable now: the 400 was passing (an expired token looks the same on a HEAD)
+        s3_error("GetObject", 400, "ExpiredToken", "The provided token has expired."),
+        s3_error("GetObject", 400, "InvalidToken", "The provided token is malformed."),
+        s3_error("GetObject", 403, "AccessDenied", "Access Denied"),
+        s3_error("GetObject", 503, "SlowDown", "Reduce your request rate."),
+        ConnectionResetError(),
+    ],
+    ids=["readable", "ExpiredToken", "InvalidToken", "AccessDenied", "SlowDown", "transport"],
+)
+def test_a_bare_400_is_not_sse_c_unless_confirmed(answer: BaseException | bytes) -> None:
+    source, client = probed(answer)
+    error = s3_error("HeadObject", 400)
+    assert source_refusal(error, None, "HeadObject", key="k", source=source) is None
+    assert len(client.calls) == 1
+    # Nothing to confirm it with: never called SSE-C.
+    assert source_refusal(error, None, "HeadObject", key="k") is None
+
+
+def test_an_empty_sse_c_object_is_confirmed_with_a_whole_read() -> None:
+    """An empty object has no byte 0: SeaweedFS answers the range with InvalidRange first."""
+    source, client = probed(
+        s3_error("GetObject", 416, "InvalidRange", "The requested range is not satisfiable"),
+        s3_error("GetObject", 400, "InvalidArgument", SSE_C_GET_SEAWEED),
+    )
+    refusal = source_refusal(s3_error("HeadObject", 400), None, "HeadObject", key="empty", source=source)
+    assert isinstance(refusal, EncryptedSourceError)
+    assert [call.get("Range") for call in client.calls] == ["bytes=0-0", None]
 
 
 @pytest.mark.parametrize("message", [SSE_C_GET_AWS, SSE_C_GET_SEAWEED], ids=["aws", "seaweedfs"])
@@ -319,3 +388,38 @@ def test_describe_keeps_codes_short_and_permanent_errors_in_words() -> None:
     assert describe(s3_error("GetObject", 503, "SlowDown", "slow")) == "SlowDown on GetObject"
     assert describe(UnstorableKeyError("target cannot store 'a/b'")) == "target cannot store 'a/b'"
     assert describe(ValueError("x")) == "ValueError: x"
+
+
+# -- a metadata-only update the target refuses ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "refused"),
+    [
+        (s3_error("CopyObject", 501, "NotImplemented", "not implemented"), True),
+        (s3_error("CopyObject", 400, "InvalidRequest", "This copy request is illegal"), True),
+        (s3_error("CopyObject", 403, "AccessDenied", "Access Denied"), True),
+        (
+            s3_error("CopyObject", 412, "PreconditionFailed", "At least one of the pre-conditions failed"),
+            False,
+        ),
+        (s3_error("UploadPartCopy", 404, "NoSuchUpload", "The specified upload does not exist."), False),
+        (s3_error("CopyObject", 503, "SlowDown", "Reduce your request rate."), False),
+        (s3_error("CopyObject", 500, "InternalError", "We encountered an internal error."), False),
+        (UnstorableKeyError("target cannot store 'a'"), False),
+        (ConnectionResetError(), False),
+    ],
+    ids=[
+        "501",
+        "InvalidRequest",
+        "AccessDenied",
+        "412",
+        "NoSuchUpload",
+        "SlowDown",
+        "500",
+        "unstorable",
+        "reset",
+    ],
+)
+def test_which_failed_metadata_updates_fall_back_to_a_copy(error: BaseException, refused: bool) -> None:
+    assert self_copy_refused(error) is refused

@@ -68,6 +68,7 @@ def test_max_delete_defaults_to_a_thousand_and_unlimited_lifts_it() -> None:
     [
         ({}, 0),
         ({"archived": [{"key": "k", "reason": "archived in GLACIER, not copied"}]}, 0),
+        ({"gone": ["deleted/at/the/source"]}, 0),
         ({"unstorable": [{"key": "k", "reason": "segment over 255 bytes"}]}, 1),
         ({"failures": [{"key": "k", "error": "x"}]}, 1),
         ({"deletes_refused": 5, "failures": [{"key": "k", "error": "x"}]}, 4),

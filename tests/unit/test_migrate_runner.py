@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from migrate import runner
@@ -176,3 +177,121 @@ def test_a_missing_source_bucket_stops_the_deletes(s3: Any) -> None:
     migration._listing_proves_absence = False  # the per-key look says the same
     with pytest.raises(SourceBucketMissingError, match="no-such-bucket"):
         migration._delete_batch(["a", "b"])
+
+
+# -- a key deleted at the source during the run ---------------------------------------------------
+
+
+def test_a_copy_of_a_key_deleted_at_the_source_since_listed_is_not_a_failure(s3: Any) -> None:
+    s3.put_object(Bucket="source-bucket", Key="still-here", Body=b"abc")
+    engine = FailingEngine(settings(source_changed_restarts=0), *([SourceChangedError("vanished")] * 2))
+    engine.source = Endpoint("source", "source-bucket", s3, "moto")
+    migration = Migration(engine, Options(concurrency=1))  # type: ignore[arg-type]
+    migration._copy(decision("deleted-meanwhile"))
+    migration._copy(decision("still-here"))  # the source has it: the failure stands
+    summary = migration.summary.settle()
+    assert summary.gone == ["deleted-meanwhile"]
+    assert [f["key"] for f in summary.failures] == ["still-here"]
+    assert summary.as_dict()["gone_since_listed"] == ["deleted-meanwhile"]
+
+
+def test_a_child_process_reports_a_key_gone_since_listed(child: Settings) -> None:
+    client = boto3.client("s3", region_name="us-east-1")
+    client.create_bucket(Bucket="source-bucket")
+    engine = FailingEngine(child, *([SourceChangedError("vanished")] * 2))
+    engine.source = Endpoint("source", "source-bucket", client, "moto")  # type: ignore[arg-type]
+    runner._child["engine"] = engine
+    assert runner._child_copy([("k", 3, "e")]) == [CopyOutcome("k", 3, "gone", runner.GONE)]
+
+
+def test_a_source_bucket_gone_keeps_the_failure(s3: Any) -> None:
+    engine = FailingEngine(settings(source_changed_restarts=0), SourceChangedError("vanished"))
+    engine.source = Endpoint("source", "no-such-bucket", s3, "moto")
+    migration = Migration(engine, Options(concurrency=1))  # type: ignore[arg-type]
+    migration._copy(decision("k"))
+    summary = migration.summary.settle()
+    assert summary.gone == [] and [f["key"] for f in summary.failures] == ["k"]
+
+
+# -- a target that will not copy an object onto itself --------------------------------------------
+
+
+def client_error(status: int, code: str, operation: str = "CopyObject") -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},  # type: ignore[typeddict-item]
+        operation,
+    )
+
+
+class MetadataEngine(FailingEngine):
+    def __init__(self, settings: Settings, refusal: Exception) -> None:
+        super().__init__(settings)
+        self.refusal = refusal
+        self.copied: list[str] = []
+
+    def update_metadata(self, source: ObjectInfo, target: ObjectInfo | None = None) -> None:
+        assert target is not None and target.complete  # the runner's fresh HEAD is passed on
+        raise self.refusal
+
+    def copy(self, obj: ObjectInfo, cancel: threading.Event | None = None) -> CopyResult:
+        self.copied.append(obj.key)
+        return super().copy(obj, cancel)
+
+
+def metadata_decision(monkeypatch: pytest.MonkeyPatch, key: str = "doc") -> tuple[Decision, ObjectInfo]:
+    source = ObjectInfo(key=key, size=3, etag="e", headers={"ContentType": "text/markdown"})
+    target = ObjectInfo(
+        key=key,
+        size=3,
+        etag="t",
+        metadata={"replica-source-etag": "e"},
+        headers={"ContentType": "text/plain"},
+    )
+    monkeypatch.setattr(runner, "head", lambda endpoint, _key: source)
+    return Decision(Action.VERIFY, key, source, target), target
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        client_error(501, "NotImplemented"),
+        client_error(400, "InvalidRequest"),
+        client_error(403, "AccessDenied"),
+    ],
+    ids=["501", "InvalidRequest", "AccessDenied"],
+)
+def test_a_refused_metadata_update_copies_the_bytes_instead(
+    monkeypatch: pytest.MonkeyPatch, refusal: ClientError
+) -> None:
+    engine = MetadataEngine(settings(), refusal)
+    migration = Migration(engine, Options(concurrency=1))  # type: ignore[arg-type]
+    decided, target = metadata_decision(monkeypatch)
+    migration._check_metadata(decided, target)
+    summary = migration.summary.settle()
+    assert engine.copied == ["doc"]
+    assert summary.failures == []
+    assert summary.done == {"replace": 1}
+    assert summary.planned == {"metadata": 1, "replace": 1}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        client_error(412, "PreconditionFailed"),
+        client_error(503, "SlowDown"),
+        client_error(500, "InternalError"),
+        UnstorableKeyError("target cannot store 'doc'"),
+    ],
+    ids=["PreconditionFailed", "SlowDown", "500", "unstorable"],
+)
+def test_other_metadata_update_failures_send_no_bytes(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    engine = MetadataEngine(settings(), error)
+    migration = Migration(engine, Options(concurrency=1))  # type: ignore[arg-type]
+    decided, target = metadata_decision(monkeypatch)
+    migration._check_metadata(decided, target)
+    summary = migration.summary.settle()
+    assert engine.copied == []
+    assert not summary.done
+    assert summary.failures or summary.unstorable
