@@ -23,12 +23,14 @@ from replicator.errors import (
     is_not_found,
     is_retryable,
     object_retrying,
+    self_copy_refused,
     source_refusal,
 )
 from replicator.logs import get_logger
 from replicator.objects import ObjectInfo, target_matches
 from replicator.settings import Settings
-from replicator.transfer import CopyResult, TransferEngine
+from replicator.target_rules import check_key
+from replicator.transfer import CopyResult, TransferEngine, response_time
 
 log = get_logger(__name__)
 
@@ -61,7 +63,7 @@ def head(endpoint: Endpoint, key: str) -> ObjectInfo | None:
         if is_not_found(exc):
             return None
         if endpoint.name == "source":
-            refusal = source_refusal(exc, None, "HeadObject", key)
+            refusal = source_refusal(exc, None, "HeadObject", key, endpoint)
             if refusal is not None:
                 raise refusal from exc
         raise
@@ -108,22 +110,35 @@ class Reconciler:
             source = head(source_end, key)
             if source is None:
                 raise SourceChangedError(f"{key!r}: HEAD finds nothing but the listing shows the key")
+        # A key the target cannot hold fails here, before anything is asked of the target.
+        refusal = check_key(key, self.engine.target)
+        if refusal is not None:
+            raise refusal
         existing = head(self.engine.target, key)
         if existing is not None and target_matches(source, existing):
             if objects.metadata_matches(source, existing):
                 return ReconcileResult(key, Outcome.UNCHANGED, source.size)
-            self.engine.update_metadata(source)
-            return ReconcileResult(key, Outcome.METADATA_UPDATED, source.size)
+            try:
+                self.engine.update_metadata(source, existing)
+                return ReconcileResult(key, Outcome.METADATA_UPDATED, source.size)
+            except ClientError as exc:
+                if not self_copy_refused(exc):
+                    raise
+                # Some stores refuse a copy of an object onto itself (or UploadPartCopy): send
+                # the bytes again instead, which carries the new headers and metadata too.
+                log.info("metadata_update_refused", key=key, error=describe(exc), fallback="copy")
         result = self.engine.copy(source, cancel)
         return ReconcileResult(key, Outcome.COPIED, source.size, result)
 
     def _delete(self, key: str) -> ReconcileResult:
         target = self.engine.target
         # DeleteObject is idempotent: deleting a key that is not there succeeds.
-        target.client.delete_object(Bucket=target.bucket, Key=key)
-        # Parts of interrupted copies of the key are billed and invisible: they go with it.
+        deleted = target.client.delete_object(Bucket=target.bucket, Key=key)
+        # Parts of interrupted copies of the key are billed and invisible: they go with it. Only
+        # those begun before the delete (the target's clock): a later one belongs to a copy of
+        # the key written again since. Without a Date on the answer, all of them.
         try:
-            aborted = self.engine.abort_uploads(key)
+            aborted = self.engine.abort_uploads(key, started_before=response_time(deleted))
         except Exception as exc:
             if is_retryable(exc):
                 raise  # the message comes back and the (idempotent) delete runs again

@@ -6,17 +6,20 @@ the part buffers in memory, whatever the object size or the number of objects in
 carries its Content-MD5, or, where the source's own part layout is replayed, the target's part
 ETags must combine into the source's ETag before the upload is completed.
 
-An interrupted copy keeps its multipart upload, and the next copy of the key resumes it: every
-upload we create holds a small marker part (number 10,000, never part of the object) whose bytes
-name the source version and the part layout, so its MD5, which the store returns as the part's
-ETag, tells whether the parts already there belong to the object being copied. Any other failure
-aborts the upload.
+A copy that is interrupted, or fails on something a later attempt may get past (transport
+errors, throttling, 5xx after the request retries), keeps its multipart upload, and the next copy
+of the key resumes it: every upload we create holds a small marker part (number 10,000, never
+part of the object) whose bytes name the source version and the part layout, so its MD5, which
+the store returns as the part's ETag, tells whether the parts already there belong to the object
+being copied. An upload nothing could resume, and one that failed on a changed source, bad bytes
+or a permanent refusal, is aborted.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import math
 import re
@@ -25,6 +28,8 @@ import time
 from collections.abc import Callable, Collection
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -85,6 +90,18 @@ def content_md5(data: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 (S3's own integrity hash)
 
 
+def response_time(response: Any) -> datetime | None:
+    """The store's clock at a boto3 response (its Date header), to compare with the times it
+    reports (an upload's Initiated); None when it sent none that parses."""
+    date = (response or {}).get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        moment = parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        return None
+    # HTTP dates are GMT; "-0000" parses without a zone.
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
 _MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
 _PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -97,12 +114,25 @@ class _GrewError(Exception):
     """The object is now above the multipart threshold: take the multipart path."""
 
 
+class _LargerError(Exception):
+    """The object is larger than the buffer space reserved for it (still below the threshold);
+    its body was not read. `size`: what to reserve before reading it."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
 class _CutShort(Exception):
     """Reading a boto3 response body failed part-way: botocore retried the request, not the read."""
 
     def __init__(self, error: Exception) -> None:
         super().__init__(describe(error))
         self.error = error
+
+
+def _succeeded(future: Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 class ByteBudget:
@@ -301,7 +331,7 @@ class TransferEngine:
         (the multipart upload is kept for the next attempt to resume), and SourceChangedError /
         IntegrityError for the caller's object-level start-over.
         """
-        refusal = check_key(obj.key)
+        refusal = check_key(obj.key, self.target)
         if refusal is not None:
             raise refusal
         cancel = cancel or threading.Event()
@@ -331,24 +361,27 @@ class TransferEngine:
             )
         raise SourceChangedError(f"{obj.key!r} keeps changing size across the multipart threshold")
 
-    def update_metadata(self, source: ObjectInfo) -> None:
+    def update_metadata(self, source: ObjectInfo, target: ObjectInfo | None = None) -> None:
         """Give the target object the source's content headers and user metadata without sending
         its bytes again: a server-side copy of the target onto itself (CopyObject up to 5 GiB,
         UploadPartCopy above), pinned to the target's ETag. Our recorded fields are kept.
 
-        The target must already hold the source's bytes (target_matches); otherwise
-        SourceChangedError (the key is to be copied instead).
+        `target` is the caller's HeadObject of the target object, when it holds one (the pin
+        catches any change since); otherwise it is looked at here. The target must already hold
+        the source's bytes (target_matches); otherwise SourceChangedError (the key is to be copied
+        instead).
         """
         if not source.complete:
             source = self._head_source(source.key, known=source)
         key = source.key
-        try:
-            head = self.target.client.head_object(Bucket=self.target.bucket, Key=key)
-        except ClientError as exc:
-            if is_not_found(exc):
-                raise SourceChangedError(f"{key!r} is no longer on the target: copy it") from exc
-            raise
-        target = ObjectInfo.from_head(key, head)
+        if target is None or not target.complete:
+            try:
+                head = self.target.client.head_object(Bucket=self.target.bucket, Key=key)
+            except ClientError as exc:
+                if is_not_found(exc):
+                    raise SourceChangedError(f"{key!r} is no longer on the target: copy it") from exc
+                raise
+            target = ObjectInfo.from_head(key, head)
         if not target_matches(source, target):
             raise SourceChangedError(f"the target's {key!r} does not hold the source's bytes: copy it")
         metadata = source.user_metadata()
@@ -376,14 +409,24 @@ class TransferEngine:
             self._copy_in_place_by_parts(target, pinned, args)
         log.info("metadata_updated", key=key)
 
-    def abort_uploads(self, key: str, keep: Collection[str] = ()) -> int:
+    def abort_uploads(
+        self, key: str, keep: Collection[str] = (), started_before: datetime | None = None
+    ) -> int:
         """Abort the incomplete uploads of exactly this key (not of keys it prefixes), except
-        those in `keep`; returns how many."""
+        those in `keep`; returns how many.
+
+        With `started_before` (the target's clock, e.g. response_time() of a delete), only
+        uploads initiated before that instant: one begun later belongs to a new copy of the key.
+        An upload whose start the store does not report is left alone then.
+        """
         aborted = 0
-        for upload_id in self._upload_ids(key):
-            if upload_id not in keep:
-                self._abort(key, upload_id)
-                aborted += 1
+        for upload_id, initiated in self._uploads(key):
+            if upload_id in keep:
+                continue
+            if started_before is not None and (initiated is None or initiated >= started_before):
+                continue
+            self._abort(key, upload_id)
+            aborted += 1
         return aborted
 
     # -- helpers ------------------------------------------------------------------------------
@@ -409,7 +452,7 @@ class TransferEngine:
         self, exc: ClientError, obj: ObjectInfo | None, key: str, operation: str
     ) -> CopyError | None:
         """What a refused source read means for the copy, or None: pass the error on."""
-        refusal = source_refusal(exc, obj, operation, key)
+        refusal = source_refusal(exc, obj, operation, key, self.source)
         if refusal is not None:
             return refusal
         if is_not_found(exc) or error_code(exc) in ("PreconditionFailed", "412"):
@@ -473,8 +516,12 @@ class TransferEngine:
                 args["VersionId"] = obj.version_id
             elif if_match:
                 args["IfMatch"] = if_match
-            _, data = self._boto_get(lambda: self.source.client.get_object(**args))
-            assert data is not None  # no size limit asked for
+            # A store that ignored the Range header answers the whole object: not read.
+            response, data = self._boto_get(lambda: self.source.client.get_object(**args), length)
+            if data is None:
+                raise http.client.HTTPException(
+                    f"asked for {length} bytes of {obj.key!r}, the answer holds {response['ContentLength']}"
+                )
             return data
         except ClientError as exc:
             failure = self._source_failure(exc, obj, obj.key, "GetObject")
@@ -567,11 +614,13 @@ class TransferEngine:
             log.info("lean_path_off", side=side, reason=str(exc))
             setattr(self, f"_lean_{side}", None)
 
-    def _read_whole(self, listed: ObjectInfo) -> tuple[ObjectInfo, bytes]:
+    def _read_whole(self, listed: ObjectInfo, reserved: int | None = None) -> tuple[ObjectInfo, bytes]:
         """One GET: an atomic read of one version, with its headers (no HEAD needed). A body at
-        or above the multipart threshold is not read: _GrewError."""
+        or above the multipart threshold is not read (_GrewError), nor one larger than the
+        `reserved` buffer space (_LargerError, naming the space to reserve)."""
         key = listed.key
-        limit = self.settings.multipart_threshold - 1
+        threshold_limit = self.settings.multipart_threshold - 1
+        limit = threshold_limit if reserved is None else min(reserved, threshold_limit)
         lean = self._lean_source
         response: Any = None
         data: bytes | None = None
@@ -591,7 +640,11 @@ class TransferEngine:
                 raise failure from exc
             raise
         if data is None:
-            raise _GrewError(key)
+            length = int(response.get("ContentLength", -1))
+            if length > threshold_limit or (length < 0 and limit == threshold_limit):
+                raise _GrewError(key)
+            # Unknown length (no Content-Length): as much as the whole-object path ever reads.
+            raise _LargerError(length if length >= 0 else threshold_limit)
         return ObjectInfo.from_head(key, response), data
 
     def _write_whole(self, obj: ObjectInfo, data: bytes, md5_hex: str) -> None:
@@ -616,9 +669,22 @@ class TransferEngine:
         self._target_write(obj.key, send)
 
     def _copy_single(self, listed: ObjectInfo) -> tuple[ObjectInfo, str]:
-        self.budget.acquire(listed.size)
+        # The buffer space for the size looked at; an object that grew since is not read until
+        # its own size is reserved (the space held is given back first: no waiting while holding).
+        reserved = listed.size
+        self.budget.acquire(reserved)
         try:
-            obj, data = self._read_whole(listed)
+            for _ in range(SIZE_LOOKS):
+                try:
+                    obj, data = self._read_whole(listed, reserved)
+                    break
+                except _LargerError as larger:
+                    self.budget.release(reserved)
+                    reserved = 0
+                    self.budget.acquire(larger.size)
+                    reserved = larger.size
+            else:
+                raise SourceChangedError(f"{listed.key!r} keeps growing while it is read")
             if len(data) != obj.size:
                 raise IntegrityError(f"read {len(data)} bytes of {obj.key!r}, expected {obj.size}")
             md5_hex = hashlib.md5(data).hexdigest()  # noqa: S324
@@ -628,15 +694,16 @@ class TransferEngine:
             self._write_whole(obj, data, md5_hex)
             return obj, md5_hex
         finally:
-            self.budget.release(listed.size)
+            self.budget.release(reserved)
 
     # -- incomplete uploads ---------------------------------------------------------------------
 
-    def _upload_ids(self, key: str) -> list[str]:
-        """The incomplete uploads of exactly this key (Lyve Cloud needs the prefix)."""
+    def _uploads(self, key: str) -> list[tuple[str, datetime | None]]:
+        """The incomplete uploads of exactly this key, with their start times (Lyve Cloud needs
+        the prefix)."""
         paginator = self.target.client.get_paginator("list_multipart_uploads")
         return [
-            upload["UploadId"]
+            (upload["UploadId"], upload.get("Initiated"))
             for page in paginator.paginate(Bucket=self.target.bucket, Prefix=key)
             for upload in page.get("Uploads", [])
             if upload["Key"] == key
@@ -659,7 +726,7 @@ class TransferEngine:
         target would not list them (some stores restrict ListMultipartUploads): then the copy
         starts over and nothing is cleaned up."""
         try:
-            upload_ids = self._upload_ids(key)
+            upload_ids = [upload_id for upload_id, _ in self._uploads(key)]
         except Exception as exc:
             log.warning("upload_lookup_failed", key=key, error=describe(exc))
             return None
@@ -844,11 +911,13 @@ class TransferEngine:
         """Upload the parts not in `kept` (to a new upload when upload_id is None) and complete;
         returns the MD5 recorded on the target, if any.
 
-        Interrupted (`cancel`), it stops submitting parts, lets those in flight finish and keeps
-        the upload for the next attempt (when RESUME_UPLOADS is on); any other failure aborts it.
+        Interrupted (`cancel`), it stops submitting parts and lets those in flight finish. The
+        upload is kept for the next attempt when that attempt could resume it and the failure
+        was an interruption or one retrying may get past (see _keep_upload); otherwise aborted.
         """
         if cancel.is_set():
             raise CancelledError(f"copy of {obj.key!r} stopped before its upload began")
+        resumed = upload_id is not None  # found with our marker (or a 10,000-part chain)
         known_md5 = obj.known_md5
         # Where the source's MD5 is known and no ETag chain covers the copy (a single-part
         # source), the streamed MD5 is the one end-to-end proof of the bytes read: keep it. A
@@ -863,6 +932,7 @@ class TransferEngine:
         progress = _MultipartProgress(self.budget, hashing)
         failed = threading.Event()
         futures: list[Future[None]] = []
+        marker_put: Future[None] | None = None
 
         def watch(future: Future[None]) -> None:
             future.add_done_callback(lambda f: failed.set() if not f.cancelled() and f.exception() else None)
@@ -870,7 +940,8 @@ class TransferEngine:
 
         try:
             if marker is not None:
-                watch(self._parts.submit(self._put_marker, obj, upload_id, marker))
+                marker_put = self._parts.submit(self._put_marker, obj, upload_id, marker)
+                watch(marker_put)
             for number in range(1, layout.count + 1):
                 if failed.is_set() or cancel.is_set():
                     break
@@ -904,7 +975,7 @@ class TransferEngine:
             parts = [{"PartNumber": number, "ETag": etag} for number, etag in enumerate(etags, 1)]
             if cancel.is_set():  # never completed once told to stop
                 raise CancelledError(f"copy of {obj.key!r} stopped")
-            self._target_write(
+            completed = self._target_write(
                 obj.key,
                 lambda: self.target.client.complete_multipart_upload(
                     Bucket=self.target.bucket,
@@ -919,15 +990,29 @@ class TransferEngine:
                 future.cancel()
             wait(futures)
             progress.release_all()
-            if isinstance(exc, CancelledError) and self.settings.resume_uploads:
-                log.info("upload_kept", key=obj.key, upload_id=upload_id, reason=str(exc))
+            marked = marker_put is not None and _succeeded(marker_put)
+            if self._keep_upload(exc, layout, resumed or marked):
+                log.info("upload_kept", key=obj.key, upload_id=upload_id, reason=describe(exc))
             else:
                 self._abort(obj.key, upload_id)
             raise
-        self._verify_written(obj)
+        written = clean_etag(completed.get("ETag")) or None
+        self._verify_written(obj, written)
         if hashing and not known_md5:
-            self._record_md5(obj, progress.hexdigest())
+            self._record_md5(obj, progress.hexdigest(), written)
         return md5 or known_md5
+
+    def _keep_upload(self, exc: BaseException, layout: _Layout, marked: bool) -> bool:
+        """Whether a failed upload is worth keeping for the next attempt to resume: only when
+        that attempt could recognise it (it carries our marker, or a replayed 10,000-part layout's
+        ETag chain proves its parts) and the failure does not condemn its parts. Interrupted, or
+        failed on transport errors, throttling or 5xx beyond the request retries: kept. A changed
+        source, bytes that did not verify, a broken ETag chain or a permanent refusal: aborted."""
+        if not (self.settings.resume_uploads and self._markers_usable):
+            return False
+        if not (marked or layout.count >= MAX_PARTS):
+            return False
+        return isinstance(exc, CancelledError) or is_retryable(exc)
 
     def _put_marker(self, obj: ObjectInfo, upload_id: str, marker: bytes) -> None:
         etag = clean_etag(self._upload_part(obj, upload_id, MARKER_PART, marker, content_md5(marker)))
@@ -970,32 +1055,77 @@ class TransferEngine:
             progress.abandon(number)
             raise
 
-    def _verify_written(self, obj: ObjectInfo) -> None:
-        # The size only: a target's multipart ETag follows its own rules (Lyve Cloud's differ).
-        head = self.target.client.head_object(Bucket=self.target.bucket, Key=obj.key)
-        if int(head["ContentLength"]) != obj.size:
-            # Too late to abort: the object exists. Remove it so nothing wrong stays behind.
-            self.target.client.delete_object(Bucket=self.target.bucket, Key=obj.key)
-            raise IntegrityError(
-                f"target holds {head['ContentLength']} bytes of {obj.key!r}, expected {obj.size}"
+    def _verify_written(self, obj: ObjectInfo, written: str | None) -> None:
+        """After CompleteMultipartUpload (whose answer gave the object's ETag, `written`): the
+        target must hold obj.size bytes. The size only: a target's multipart ETag follows its own
+        rules (Lyve Cloud's differ), so it proves which object is there, not its bytes."""
+        try:
+            head = self.target.client.head_object(Bucket=self.target.bucket, Key=obj.key)
+        except ClientError as exc:
+            if is_not_found(exc):
+                raise SourceChangedError(f"{obj.key!r} left the target right after its upload") from exc
+            raise
+        size = int(head["ContentLength"])
+        if size == obj.size:
+            return
+        if written is None or clean_etag(head.get("ETag")) != written:
+            # Most likely another writer's object (a concurrent copy of a newer version); with
+            # nothing to prove it is this upload's, it is not ours to delete.
+            raise SourceChangedError(
+                f"{obj.key!r} on the target was replaced right after its upload completed: look again"
             )
+        # Too late to abort: the object exists, and it is the one this upload wrote (compared
+        # just now). Remove it so nothing wrong stays behind. If-Match closes the gap between that
+        # HEAD and the delete where the store has conditional deletes (AWS, SeaweedFS); one
+        # without them may ignore the header (the HEAD just before is the guard then) or refuse
+        # the delete (the object is left for the start-over to overwrite).
+        try:
+            self.target.client.delete_object(Bucket=self.target.bucket, Key=obj.key, IfMatch=f'"{written}"')
+        except ClientError as exc:
+            if error_code(exc) in ("PreconditionFailed", "412"):
+                raise SourceChangedError(
+                    f"{obj.key!r} on the target was replaced right after its upload completed: look again"
+                ) from exc
+            log.warning("short_object_not_deleted", key=obj.key, error=describe(exc))
+        raise IntegrityError(f"target holds {size} bytes of {obj.key!r}, expected {obj.size}")
 
-    def _record_md5(self, obj: ObjectInfo, md5_hex: str) -> None:
+    def _record_md5(self, obj: ObjectInfo, md5_hex: str, written: str | None) -> None:
         """Store the streamed MD5 on the target when it was not known before the upload began
         (WHOLE_OBJECT_MD5 only: the ETag chain or the parts' Content-MD5 already proved the bytes).
 
         Metadata is fixed when a multipart upload is created, so it takes a metadata-only copy
-        of the object onto itself (CopyObject's 5 GiB limit applies).
+        of the object onto itself (CopyObject's 5 GiB limit applies), pinned to the ETag the
+        upload's completion answered (`written`): a newer object written in between is never
+        labelled with this one's source ETag and MD5.
         """
-        if obj.size > SELF_COPY_LIMIT:
-            log.info("md5_not_recorded", key=obj.key, reason="above the CopyObject limit", md5=md5_hex)
+        if obj.size > SELF_COPY_LIMIT or written is None:
+            reason = "above the CopyObject limit" if written else "the store named no ETag for the upload"
+            log.info("md5_not_recorded", key=obj.key, reason=reason, md5=md5_hex)
             return
         args = self._put_args(obj, md5_hex, with_tags=False)  # CopyObject keeps the tags
-        self.target.client.copy_object(
-            CopySource={"Bucket": self.target.bucket, "Key": obj.key},
-            MetadataDirective="REPLACE",
-            **args,
-        )
+        try:
+            self.target.client.copy_object(
+                CopySource={"Bucket": self.target.bucket, "Key": obj.key},
+                CopySourceIfMatch=f'"{written}"',
+                MetadataDirective="REPLACE",
+                **args,
+            )
+        except ClientError as exc:
+            if error_code(exc) in ("PreconditionFailed", "412"):
+                raise SourceChangedError(
+                    f"{obj.key!r} on the target was replaced before its MD5 was recorded: look again"
+                ) from exc
+            raise
+
+    def _target_etag(self, key: str) -> str | None:
+        """The target object's ETag now; None when it is gone."""
+        try:
+            head = self.target.client.head_object(Bucket=self.target.bucket, Key=key)
+        except ClientError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        return clean_etag(head.get("ETag"))
 
     def _copy_in_place_by_parts(self, target: ObjectInfo, pinned: str, args: dict[str, Any]) -> None:
         """Rewrite a target object above CopyObject's limit onto itself with new headers and
@@ -1026,7 +1156,12 @@ class TransferEngine:
         futures = [self._parts.submit(copy_part, number) for number in range(1, layout.count + 1)]
         try:
             parts = [future.result() for future in futures]
-            self._target_write(
+            # Each part copy was pinned, the completion cannot be (not every store takes If-Match
+            # on it): look at the object once more, so that one written since the last part copy
+            # is not replaced by the old bytes.
+            if self._target_etag(key) != target.etag:
+                raise SourceChangedError(f"{key!r} changed on the target during its metadata update")
+            completed = self._target_write(
                 key,
                 lambda: self.target.client.complete_multipart_upload(
                     Bucket=self.target.bucket,
@@ -1041,4 +1176,4 @@ class TransferEngine:
             wait(futures)
             self._abort(key, upload_id)
             raise
-        self._verify_written(target)
+        self._verify_written(target, clean_etag(completed.get("ETag")) or None)

@@ -10,13 +10,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
+from moto.server import ThreadedMotoServer
 
+from local_stack.fault_proxy import FaultPlan, FaultProxy
 from local_stack.seaweed import SeaweedS3
 from replicator.clients import Endpoint, build_clients
 from replicator.errors import (
@@ -24,6 +28,7 @@ from replicator.errors import (
     EncryptedSourceError,
     SourceBucketMissingError,
     SourceChangedError,
+    UnstorableKeyError,
 )
 from replicator.reconcile import Outcome, Reconciler, head, source_absent
 from replicator.settings import Settings
@@ -38,7 +43,9 @@ def lyve() -> Iterator[SeaweedS3]:
         yield server
 
 
-def settings_for(lyve: SeaweedS3, source_bucket: str, target_bucket: str, **tuning: Any) -> Settings:
+def settings_for(
+    lyve: SeaweedS3, source_bucket: str, target_bucket: str, target_url: str | None = None, **tuning: Any
+) -> Settings:
     return Settings(
         source_bucket=source_bucket,
         source_endpoint_url=lyve.endpoint_url,
@@ -46,7 +53,7 @@ def settings_for(lyve: SeaweedS3, source_bucket: str, target_bucket: str, **tuni
         source_secret_access_key=lyve.secret_key,
         source_addressing_style="path",
         target_bucket=target_bucket,
-        target_endpoint_url=lyve.endpoint_url,
+        target_endpoint_url=target_url or lyve.endpoint_url,
         target_access_key_id=lyve.access_key,
         target_secret_access_key=lyve.secret_key,
         allow_http_endpoints=True,
@@ -65,9 +72,12 @@ def drop_bucket(client: Any, bucket: str) -> None:
 
 
 class Ends:
-    """A source and a target bucket on the server, and an engine between them."""
+    """A source and a target bucket on the server, and an engine between them (reaching the
+    target at `target_url` when given: a proxy in front of the server)."""
 
-    def __init__(self, lyve: SeaweedS3, source_bucket: str | None = None, **tuning: Any) -> None:
+    def __init__(
+        self, lyve: SeaweedS3, source_bucket: str | None = None, target_url: str | None = None, **tuning: Any
+    ) -> None:
         name = uuid.uuid4().hex[:10]
         self.admin = lyve.client()
         self.source_bucket = source_bucket or f"src-{name}"
@@ -75,7 +85,7 @@ class Ends:
         self.created = [self.target_bucket] + ([] if source_bucket else [self.source_bucket])
         for bucket in self.created:
             self.admin.create_bucket(Bucket=bucket)
-        self.settings = settings_for(lyve, self.source_bucket, self.target_bucket, **tuning)
+        self.settings = settings_for(lyve, self.source_bucket, self.target_bucket, target_url, **tuning)
         clients = build_clients(self.settings)
         self.source: Endpoint = clients.source
         self.target: Endpoint = clients.target
@@ -143,11 +153,32 @@ def test_a_key_gone_from_the_source_is_deleted_with_its_incomplete_uploads(ends:
     ends.put(ends.source_bucket, "gone.bin-sibling", b"stays")  # shares the key as a prefix
     for key in ("gone.bin", "gone.bin", "gone.bin-sibling"):
         ends.admin.create_multipart_upload(Bucket=ends.target_bucket, Key=key)
+    time.sleep(1.1)  # begun before the delete by the target's clock, which counts whole seconds
     assert source_absent(ends.source, "gone.bin")
     result = Reconciler(ends.engine).reconcile("gone.bin")
     assert result.outcome is Outcome.DELETED
     assert head(ends.target, "gone.bin") is None
     assert ends.uploads() == ["gone.bin-sibling"]  # another key's upload is not touched
+
+
+def test_a_delete_leaves_the_uploads_begun_after_it(ends: Ends) -> None:
+    """An upload begun once the key was deleted (by the target's clock) belongs to a copy of the
+    key written again since: the delete's clean-up leaves it alone."""
+    ends.put(ends.target_bucket, "again.bin", b"old bytes")
+    before = ends.admin.create_multipart_upload(Bucket=ends.target_bucket, Key="again.bin")["UploadId"]
+    time.sleep(1.1)  # the target's clock counts whole seconds
+    after: list[str] = []
+
+    def new_copy_begins(**_: Any) -> None:
+        after.append(
+            ends.admin.create_multipart_upload(Bucket=ends.target_bucket, Key="again.bin")["UploadId"]
+        )
+
+    ends.target.client.meta.events.register("after-call.s3.DeleteObject", new_copy_begins)
+    assert Reconciler(ends.engine).reconcile("again.bin").outcome is Outcome.DELETED
+    left = {u["UploadId"] for u in ends.admin.list_multipart_uploads(Bucket=ends.target_bucket)["Uploads"]}
+    assert len(after) == 1 and left == {after[0]}
+    assert before not in left
 
 
 def test_a_key_listed_after_its_head_said_404_is_copied_not_deleted(ends: Ends) -> None:
@@ -208,6 +239,132 @@ def test_a_metadata_only_change_updates_the_target_without_copying(ends: Ends) -
     assert target["Metadata"]["owner"] == "b"
     assert ends.target_body("doc.html") == body
     assert reconciler.reconcile("doc.html").outcome is Outcome.UNCHANGED
+
+
+def test_a_metadata_update_looks_at_the_target_once(ends: Ends) -> None:
+    """The reconcile's own HEAD of the target is passed on: the update does not ask again."""
+    ends.put(ends.source_bucket, "page.html", b"<p>hi</p>", ContentType="text/plain")
+    reconciler = Reconciler(ends.engine)
+    assert reconciler.reconcile("page.html").outcome is Outcome.COPIED
+    ends.admin.copy_object(
+        Bucket=ends.source_bucket,
+        Key="page.html",
+        CopySource={"Bucket": ends.source_bucket, "Key": "page.html"},
+        MetadataDirective="REPLACE",
+        ContentType="text/html",
+    )
+    heads = count_calls(ends.target, "HeadObject")
+    assert reconciler.reconcile("page.html").outcome is Outcome.METADATA_UPDATED
+    assert len(heads) == 1
+    assert ends.admin.head_object(Bucket=ends.target_bucket, Key="page.html")["ContentType"] == "text/html"
+
+
+class CopyRefusingProxy(FaultProxy):
+    """The target as it is, except that it refuses every server-side copy (a request carrying
+    x-amz-copy-source) with `status` and `code`, as some stores refuse a copy onto itself."""
+
+    def __init__(self, upstream: str, status: int, code: str) -> None:
+        super().__init__(upstream, FaultPlan())
+        self.status, self.code = status, code
+        self.refused = 0
+
+    def handle(self, request: Any) -> None:
+        if not request.headers.get("x-amz-copy-source"):
+            super().handle(request)
+            return
+        self.refused += 1
+        length = int(request.headers.get("Content-Length") or 0)
+        if length:
+            request.rfile.read(length)
+        payload = f"<Error><Code>{self.code}</Code><Message>not supported</Message></Error>".encode()
+        request.send_response(self.status)
+        request.send_header("Content-Length", str(len(payload)))
+        request.end_headers()
+        request.wfile.write(payload)
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, "InvalidRequest"), (501, "NotImplemented")])
+def test_a_target_refusing_copies_onto_itself_gets_the_bytes_again(
+    lyve: SeaweedS3, status: int, code: str
+) -> None:
+    with CopyRefusingProxy(lyve.endpoint_url, status, code) as proxy:
+        made = Ends(lyve, target_url=proxy.endpoint_url)
+        try:
+            body = os.urandom(2000)
+            made.put(made.source_bucket, "img.png", body, ContentType="image/jpeg", Metadata={"v": "1"})
+            reconciler = Reconciler(made.engine)
+            assert reconciler.reconcile("img.png").outcome is Outcome.COPIED
+            made.admin.copy_object(
+                Bucket=made.source_bucket,
+                Key="img.png",
+                CopySource={"Bucket": made.source_bucket, "Key": "img.png"},
+                MetadataDirective="REPLACE",
+                ContentType="image/png",
+                Metadata={"v": "2"},
+            )
+            result = reconciler.reconcile("img.png")
+            assert proxy.refused >= 1  # the metadata-only update was tried first
+            assert result.outcome is Outcome.COPIED
+            target = made.admin.head_object(Bucket=made.target_bucket, Key="img.png")
+            assert (target["ContentType"], target["Metadata"]["v"]) == ("image/png", "2")
+            assert made.target_body("img.png") == body
+            assert reconciler.reconcile("img.png").outcome is Outcome.UNCHANGED
+        finally:
+            made.close()
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto's S3 as an AWS source: it holds keys SeaweedFS (like Lyve Cloud) cannot."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_a_key_the_target_cannot_hold_fails_before_the_target_is_asked(
+    lyve: SeaweedS3, moto_url: str
+) -> None:
+    name = uuid.uuid4().hex[:10]
+    aws = boto3.client(
+        "s3",
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    aws.create_bucket(Bucket=f"aws-{name}")
+    key = "photos/" + "x" * 300 + ".jpg"  # one segment over 255 bytes
+    aws.put_object(Bucket=f"aws-{name}", Key=key, Body=b"jpeg")
+    admin = lyve.client()
+    admin.create_bucket(Bucket=f"dst-{name}")
+    settings = Settings(
+        source_bucket=f"aws-{name}",
+        source_endpoint_url=moto_url,
+        source_access_key_id="testing",
+        source_secret_access_key="testing",
+        source_addressing_style="path",
+        target_bucket=f"dst-{name}",
+        target_endpoint_url=lyve.endpoint_url,
+        target_access_key_id=lyve.access_key,
+        target_secret_access_key=lyve.secret_key,
+        allow_http_endpoints=True,
+        max_attempts=2,
+    )
+    clients = build_clients(settings)
+    engine = TransferEngine(clients.source, clients.target, settings)
+    asked: list[str] = []
+    clients.target.client.meta.events.register("before-call.s3", lambda model, **_: asked.append(model.name))
+    try:
+        with pytest.raises(UnstorableKeyError, match="255"):
+            Reconciler(engine).reconcile(key)
+    finally:
+        engine.close()
+        drop_bucket(admin, f"dst-{name}")
+    assert asked == []
 
 
 # -- failures -----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import time
 import uuid
@@ -24,7 +25,15 @@ from replicator.errors import CancelledError
 from replicator.objects import META_MD5, META_SOURCE_ETAG
 from replicator.reconcile import head
 from replicator.transfer import MARKER_PART, TransferEngine
-from tests.integration.test_transfer import drop_bucket, make_engine, put_source, settings_for, uploads_left
+from tests.integration.test_transfer import (
+    RefusingProxy,
+    drop_bucket,
+    engine_through,
+    make_engine,
+    put_source,
+    settings_for,
+    uploads_left,
+)
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
@@ -318,7 +327,7 @@ def test_without_resume_an_interrupted_copy_aborts_its_upload(
 def test_a_failed_copy_leaves_no_upload_behind(
     ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Only an interruption keeps the upload; a failure aborts it, resumable or not."""
+    """A failure retrying cannot fix (here a refusal) aborts the upload, resumable or not."""
     source, target = ends
     put_source(source, "broken.bin", os.urandom(3 * PART))
     engine = make_engine(ends, part_size_mib=5, part_concurrency=1)
@@ -373,3 +382,69 @@ def test_an_interruption_stops_the_copy_at_once(
     (upload,) = [u for u in uploads_left(target) if u["Key"] == "slow.bin"]
     assert set(parts_of(target, "slow.bin", upload["UploadId"])) - {MARKER_PART} == set(recorder.sent)
     assert head(target, "slow.bin") is None
+
+
+def test_an_upload_failing_on_passing_trouble_is_kept_and_resumed(
+    lyve: SeaweedS3, ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Part 3 is throttled beyond the request retries: the parts already sent stay on the target
+    and the next copy sends only what is missing."""
+    source, target = ends
+    data = os.urandom(3 * PART + 77)  # four parts
+    put_source(source, "throttled.bin", data)
+    part_3 = re.compile(r"[?&]partNumber=3(&|$)")
+    rule = lambda method, path: (503, "SlowDown") if method == "PUT" and part_3.search(path) else None  # noqa: E731
+    with RefusingProxy(lyve.endpoint_url, rule) as proxy:
+        engine = engine_through(
+            lyve.endpoint_url,
+            (lyve.access_key, lyve.secret_key),
+            lyve,
+            (source.bucket, target.bucket),
+            proxy.endpoint_url,
+            part_size_mib=5,
+            part_concurrency=1,
+        )
+        try:
+            with pytest.raises(ClientError) as info:
+                engine.copy(head(source, "throttled.bin"))  # type: ignore[arg-type]
+        finally:
+            engine.close()
+    assert info.value.response["Error"]["Code"] == "SlowDown"
+    assert len([p for m, p, _ in proxy.seen if m == "PUT" and part_3.search(p)]) == 2  # MAX_ATTEMPTS
+    (upload,) = uploads_left(target)
+    assert parts_of(target, "throttled.bin", upload["UploadId"]).keys() == {1, 2, MARKER_PART}
+
+    engine = make_engine(ends, part_size_mib=5)
+    recorder = Recorder(engine, monkeypatch)
+    try:
+        result = engine.copy(head(source, "throttled.bin"))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert sorted(recorder.sent) == [3, 4] and result.resumed_bytes == 2 * PART
+    assert target.client.get_object(Bucket=target.bucket, Key="throttled.bin")["Body"].read() == data
+    assert uploads_left(target) == []
+
+
+def test_an_interrupted_upload_nothing_could_resume_is_aborted(
+    ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a store whose part ETags are not MD5s the marker cannot be recognised later: keeping
+    the upload would only leave billed parts behind."""
+    source, _ = ends
+    put_source(source, "opaque.bin", os.urandom(3 * PART))
+    engine = make_engine(ends, part_size_mib=5, part_concurrency=1)
+    recorder = Recorder(engine, monkeypatch, stop_after=1)
+    real = engine._upload_part
+
+    def opaque_marker_etag(obj: Any, upload_id: str, number: int, *args: Any) -> str:
+        etag = real(obj, upload_id, number, *args)
+        return '"0123456789abcdef0123456789abcdef-1"' if number == MARKER_PART else etag
+
+    monkeypatch.setattr(engine, "_upload_part", opaque_marker_etag)
+    try:
+        with pytest.raises(CancelledError):
+            engine.copy(head(source, "opaque.bin"), recorder.cancel)  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert recorder.markers == 1 and recorder.sent
+    assert [u for u in uploads_left(ends[1]) if u["Key"] == "opaque.bin"] == []

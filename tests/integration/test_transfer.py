@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -574,7 +575,7 @@ def test_a_multipart_copy_records_the_source_etag_without_a_self_copy(
 
 class RefusingProxy(FaultProxy):
     """Forwards to the server, except requests `rule` answers itself: (status, S3 error code or
-    None for a bare answer). Records every request as (method, path, Range header)."""
+    None for a bare answer[, message]). Records every request as (method, path, Range header)."""
 
     def __init__(self, upstream: str, rule: Any) -> None:
         super().__init__(upstream, FaultPlan())
@@ -591,7 +592,8 @@ class RefusingProxy(FaultProxy):
         if answer is None:
             super().handle(request)
             return
-        status, code = answer
+        status, code, *said = answer
+        message = said[0] if said else "refused"
         length = int(request.headers.get("Content-Length") or 0)
         if length:
             request.rfile.read(length)
@@ -599,7 +601,7 @@ class RefusingProxy(FaultProxy):
             b""
             if code is None or request.command == "HEAD"
             else (
-                f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>refused</Message></Error>".encode()
+                f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
             )
         )
         request.send_response(status)
@@ -663,7 +665,8 @@ def test_a_source_refusing_every_get_is_asked_at_most_max_attempts_times_per_ran
     gets = [r for m, p, r in proxy.seen if m == "GET" and "busy.bin" in p]
     assert gets
     assert max(gets.count(r) for r in set(gets)) <= 3
-    assert uploads_left(target) == []  # a failure, not an interruption: nothing kept
+    # Throttled beyond the retries: the upload is kept for the next attempt to resume.
+    assert [u["Key"] for u in uploads_left(target)] == ["busy.bin"]
 
 
 # -- metadata-only changes --------------------------------------------------------------------
@@ -863,11 +866,18 @@ def test_a_kms_source_we_may_not_decrypt_is_refused_naming_the_key(
 def test_an_sse_c_source_is_refused_at_its_head(
     aws_source: tuple[Any, str, str], moto_url: str, lyve: SeaweedS3
 ) -> None:
-    """A listed large object is looked at first; an SSE-C object answers that HEAD with a bare 400."""
+    """A listed large object is looked at first; an SSE-C object answers that HEAD with a bare 400,
+    and the one-byte GET that confirms it in words (as AWS does without the customer key)."""
     s3, src, dst = aws_source
     s3.put_object(Bucket=src, Key="customer.bin", Body=os.urandom(9 * MIB))
     listed = ObjectInfo.from_listing(s3.list_objects_v2(Bucket=src)["Contents"][0])
-    rule = lambda method, path: (400, None) if method == "HEAD" and "customer.bin" in path else None  # noqa: E731
+    sse_c = "The object was stored using a form of Server Side Encryption."
+
+    def rule(method: str, path: str) -> Any:
+        if "customer.bin" not in path:
+            return None
+        return (400, None) if method == "HEAD" else (400, "InvalidRequest", sse_c)
+
     with RefusingProxy(moto_url, rule) as proxy:
         engine = engine_through(proxy.endpoint_url, ("testing", "testing"), lyve, (src, dst), part_size_mib=5)
         try:
@@ -875,7 +885,8 @@ def test_an_sse_c_source_is_refused_at_its_head(
                 engine.copy(listed)
         finally:
             engine.close()
-    assert not [r for r in proxy.seen if r[0] == "GET"]
+    # Nothing read but the probe's one byte.
+    assert [r for m, _, r in proxy.seen if m == "GET"] == ["bytes=0-0"]
 
 
 def test_a_key_the_target_cannot_store_is_refused_before_reading(ends: tuple[Endpoint, Endpoint]) -> None:
@@ -903,7 +914,7 @@ def test_a_target_refusing_the_key_is_not_retried(
     s3, src, dst = aws_source
     key = "photos/" + "x" * 300 + ".jpg"  # SeaweedFS: at most 255 bytes per segment
     s3.put_object(Bucket=src, Key=key, Body=os.urandom(size))
-    monkeypatch.setattr(transfer, "check_key", lambda _key: None)
+    monkeypatch.setattr(transfer, "check_key", lambda *_: None)
     with RefusingProxy(lyve.endpoint_url, lambda method, path: None) as proxy:
         engine = engine_through(
             moto_url,
@@ -924,3 +935,188 @@ def test_a_target_refusing_the_key_is_not_retried(
     creates = [p for m, p, _ in proxy.seen if m == "POST" and p.endswith("?uploads")]
     assert len(creates) == (0 if size < THRESHOLD else 1)  # never started over
     assert lyve.client().list_multipart_uploads(Bucket=dst).get("Uploads", []) == []
+
+
+# -- a target object is only ever deleted or relabelled when it is the one just written --------
+
+
+def once_before(client: Any, operation: str, action: Any, when: str = "before-call") -> list[bool]:
+    """Runs `action` the first time `operation` is called through `client` (as another writer
+    would, in between two of the engine's requests); returns a list that records that it ran."""
+    ran: list[bool] = []
+
+    def hook(**kwargs: Any) -> None:
+        if not ran:
+            ran.append(True)
+            action(**kwargs)
+
+    client.meta.events.register(f"{when}.s3.{operation}", hook)
+    return ran
+
+
+def test_an_object_replaced_right_after_the_upload_completed_is_not_deleted(
+    lyve: SeaweedS3, ends: tuple[Endpoint, Endpoint]
+) -> None:
+    """A newer copy (a concurrent migrate, another worker) lands between CompleteMultipartUpload
+    and the size check: its size differs, but it is not this upload's object."""
+    source, target = ends
+    put_source(source, "raced.bin", os.urandom(12 * MIB))
+    newer = os.urandom(1000)
+    admin = lyve.client()
+    ran = once_before(
+        target.client,
+        "HeadObject",
+        lambda **_: admin.put_object(Bucket=target.bucket, Key="raced.bin", Body=newer),
+    )
+    engine = make_engine(ends, part_size_mib=5)
+    try:
+        with pytest.raises(SourceChangedError, match="replaced right after its upload completed"):
+            engine.copy(head(source, "raced.bin"))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert ran
+    assert admin.get_object(Bucket=target.bucket, Key="raced.bin")["Body"].read() == newer
+
+
+def test_a_wrong_size_object_the_upload_wrote_is_deleted(
+    lyve: SeaweedS3, ends: tuple[Endpoint, Endpoint]
+) -> None:
+    """The object the upload completed (same ETag) reports another size: it goes."""
+    source, target = ends
+    put_source(source, "short.bin", os.urandom(12 * MIB))
+
+    def misreport(parsed: dict[str, Any], **_: Any) -> None:
+        parsed["ContentLength"] = 12 * MIB - 1
+
+    ran = once_before(target.client, "HeadObject", misreport, when="after-call")
+    engine = make_engine(ends, part_size_mib=5)
+    try:
+        with pytest.raises(IntegrityError, match=f"target holds {12 * MIB - 1} bytes"):
+            engine.copy(head(source, "short.bin"))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert ran
+    assert head(target, "short.bin") is None
+
+
+def test_the_md5_is_never_recorded_on_an_object_written_after_the_upload(
+    lyve: SeaweedS3, ends: tuple[Endpoint, Endpoint]
+) -> None:
+    """WHOLE_OBJECT_MD5: the self-copy that records the MD5 is pinned to the object the upload
+    completed, so newer bytes written in between never carry the old version's labels."""
+    source, target = ends
+    put_source(source, "labelled.bin", os.urandom(2 * 6 * MIB + 7), multipart_part=6 * MIB)
+    newer = os.urandom(2 * 6 * MIB + 7)
+    admin = lyve.client()
+    ran = once_before(
+        target.client,
+        "CopyObject",
+        lambda **_: admin.put_object(Bucket=target.bucket, Key="labelled.bin", Body=newer),
+    )
+    engine = make_engine(ends, whole_object_md5=True)
+    try:
+        with pytest.raises(SourceChangedError, match="before its MD5 was recorded"):
+            engine.copy(head(source, "labelled.bin"))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert ran
+    got = admin.get_object(Bucket=target.bucket, Key="labelled.bin")
+    assert got["Body"].read() == newer
+    assert META_MD5 not in got["Metadata"] and META_SOURCE_ETAG not in got["Metadata"]
+
+
+def test_an_object_written_during_an_in_place_metadata_update_is_kept(
+    lyve: SeaweedS3, ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above CopyObject's limit the update is a multipart copy of the object's own ranges: a
+    newer object written after the last part copy is not replaced by the old bytes."""
+    import threading
+
+    from replicator import transfer
+
+    source, target = ends
+    put_source(source, "inplace.bin", os.urandom(12 * MIB))
+    engine = make_engine(ends, part_size_mib=5)
+    admin = lyve.client()
+    newer = os.urandom(3000)
+    try:
+        engine.copy(head(source, "inplace.bin"))  # type: ignore[arg-type]
+        source.client.copy_object(
+            Bucket=source.bucket,
+            Key="inplace.bin",
+            CopySource={"Bucket": source.bucket, "Key": "inplace.bin"},
+            MetadataDirective="REPLACE",
+            Metadata={"owner": "ops"},
+        )
+        monkeypatch.setattr(transfer, "SELF_COPY_LIMIT", 1)
+        monkeypatch.setattr(transfer, "COPY_PART_SIZE", 5 * MIB)
+        copied: list[int] = []
+        lock = threading.Lock()
+
+        def after_part_copy(**_: Any) -> None:
+            with lock:
+                copied.append(1)
+                if len(copied) == 3:  # every part copied: another writer's object lands now
+                    admin.put_object(Bucket=target.bucket, Key="inplace.bin", Body=newer)
+
+        target.client.meta.events.register("after-call.s3.UploadPartCopy", after_part_copy)
+        with pytest.raises(SourceChangedError, match="changed on the target during its metadata update"):
+            engine.update_metadata(head(source, "inplace.bin"))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert len(copied) == 3
+    assert admin.get_object(Bucket=target.bucket, Key="inplace.bin")["Body"].read() == newer
+    assert uploads_left(target) == []
+
+
+# -- buffer space ------------------------------------------------------------------------------
+
+
+def test_an_object_grown_since_it_was_listed_is_read_within_its_reserved_space(
+    ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listed at 1 KiB, 6 MiB (still below the threshold) at the GET: its own size is reserved
+    before its body is read. An object the listing got right costs one GET, as before."""
+    source, target = ends
+    put_source(source, "grown.bin", os.urandom(1024))
+    put_source(source, "steady.bin", os.urandom(2048))
+    listed = {
+        e["Key"]: ObjectInfo.from_listing(e)
+        for e in source.client.list_objects_v2(Bucket=source.bucket)["Contents"]
+    }
+    grown = os.urandom(6 * MIB)
+    put_source(source, "grown.bin", grown)
+    engine = make_engine(ends, max_buffer_mib=64)
+    reads = count_source_reads(engine, monkeypatch)
+    try:
+        assert engine.copy(listed["steady.bin"]).size == 2048
+        assert reads == ["steady.bin"]
+        assert engine.budget.peak == 2048
+        result = engine.copy(listed["grown.bin"])
+    finally:
+        engine.close()
+    assert result.size == len(grown)
+    assert engine.budget.peak >= len(grown)
+    assert engine.budget.in_use == 0
+    assert target.client.get_object(Bucket=target.bucket, Key="grown.bin")["Body"].read() == grown
+
+
+# -- incomplete uploads of a deleted key ---------------------------------------------------------
+
+
+def test_abort_uploads_started_before_an_instant_keeps_later_ones(ends: tuple[Endpoint, Endpoint]) -> None:
+    from replicator.transfer import response_time
+
+    _, target = ends
+    old = target.client.create_multipart_upload(Bucket=target.bucket, Key="k/y")["UploadId"]
+    time.sleep(1.1)  # the store's clock counts whole seconds
+    cut = response_time(target.client.delete_object(Bucket=target.bucket, Key="k/y"))
+    assert cut is not None
+    later = target.client.create_multipart_upload(Bucket=target.bucket, Key="k/y")["UploadId"]
+    engine = make_engine(ends)
+    try:
+        assert engine.abort_uploads("k/y", started_before=cut) == 1
+    finally:
+        engine.close()
+    left = {u["UploadId"] for u in uploads_left(target)}
+    assert later in left and old not in left

@@ -3,6 +3,7 @@ the multipart threshold is not read, on either request path (a canned loopback s
 
 from __future__ import annotations
 
+import http.client
 import time
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from replicator.clients import build_clients
 from replicator.objects import ObjectInfo
 from replicator.settings import Settings
-from replicator.transfer import TransferEngine, _GrewError
+from replicator.transfer import TransferEngine, _GrewError, _LargerError
 from tests.unit.test_lean_http import CannedServer, lean_for, partial
 
 MIB = 1024 * 1024
@@ -73,3 +74,37 @@ def test_an_object_that_grew_past_the_threshold_is_not_read_whole(lean: bool) ->
         finally:
             engine.close()
     assert server.requests[0].startswith("GET /bucket/k ")
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_a_range_answered_with_the_whole_object_is_not_buffered(lean: bool) -> None:
+    """A store that ignores the Range header answers the whole object: on either path, an error
+    that says so, and the body is not read into memory."""
+    size = 20 * MIB
+    with CannedServer([partial("200 OK", b"x" * 10, length=size, close=True)]) as server:
+        engine = engine_for(server.url, lean)
+        try:
+            assert (engine._lean_source is not None) == lean
+            obj = ObjectInfo(key="k", size=size, etag="0123456789abcdef0123456789abcdef")
+            started = time.monotonic()
+            with pytest.raises(
+                http.client.HTTPException, match=f"asked for 10 bytes of 'k', the answer holds {size}"
+            ):
+                engine._read_range(obj, 0, 10)
+            assert time.monotonic() - started < 2  # nothing waited for
+        finally:
+            engine.close()
+    assert len(server.requests) == 1 and "Range: bytes=0-9" in server.requests[0]
+
+
+def test_a_body_larger_than_its_reserved_space_is_not_read() -> None:
+    """Listed at 3 bytes; the answer is larger (its length unknown): not read, and the space to
+    reserve before reading it again is what the whole-object path may ever read."""
+    with CannedServer([CHUNKED]) as server:
+        engine = engine_for(server.url, True)
+        try:
+            with pytest.raises(_LargerError) as info:
+                engine._read_whole(ObjectInfo(key="k", size=3, etag="", complete=False), reserved=3)
+        finally:
+            engine.close()
+    assert info.value.size == engine.settings.multipart_threshold - 1

@@ -7,11 +7,13 @@ import hashlib
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from replicator.clients import build_clients
+from replicator.errors import CancelledError, IntegrityError, SourceChangedError, UnstorableKeyError
 from replicator.objects import ObjectInfo
 from replicator.settings import MIB, Settings
-from replicator.transfer import MARKER_PART, MAX_PARTS, TransferEngine, _Incomplete, _Layout
+from replicator.transfer import MARKER_PART, MAX_PARTS, TransferEngine, _ChainBroken, _Incomplete, _Layout
 
 PART = 5 * MIB
 SOURCE = ObjectInfo(key="k", size=3 * PART + 10, etag="0123456789abcdef0123456789abcdef", metadata={"a": "1"})
@@ -134,3 +136,45 @@ def test_a_replayed_10000_part_layout_has_no_marker_and_still_resumes(engine: Tr
     assert engine._resume_marker(obj, layout, engine._put_args(obj, None)) is None
     found = [_Incomplete("u1", {1: (PART, "a" * 32), MAX_PARTS: (PART, "b" * 32)})]
     assert engine._resumable(obj, layout, None, found) == ("u1", {1: "a" * 32, MAX_PARTS: "b" * 32})
+
+
+def client_error(code: str, status: int) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "UploadPart"
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "kept"),
+    [
+        (CancelledError("stopped"), True),
+        (client_error("SlowDown", 503), True),  # throttled beyond the request retries
+        (client_error("InternalError", 500), True),
+        (ConnectionResetError("reset"), True),
+        (IntegrityError("bad bytes"), False),
+        (SourceChangedError("rewritten"), False),
+        (client_error("PreconditionFailed", 412), False),
+        (client_error("BadDigest", 400), False),
+        (client_error("AccessDenied", 403), False),
+        (UnstorableKeyError("no such key here"), False),
+        (_ChainBroken("parts do not combine"), False),
+    ],
+)
+def test_an_upload_is_kept_only_after_failures_a_later_attempt_may_get_past(
+    engine: TransferEngine, error: BaseException, kept: bool
+) -> None:
+    assert engine._keep_upload(error, LAYOUT, marked=True) is kept
+
+
+def test_an_upload_no_attempt_could_recognise_is_not_kept(engine: TransferEngine) -> None:
+    stopped = CancelledError("stopped")
+    assert engine._keep_upload(stopped, LAYOUT, marked=False) is False  # its marker never landed
+    chained = _Layout(MAX_PARTS * PART, PART, chained=True)  # its ETag chain proves every part
+    assert engine._keep_upload(stopped, chained, marked=False) is True
+    engine._markers_usable = False  # the target's part ETags are not MD5s
+    assert engine._keep_upload(stopped, LAYOUT, marked=True) is False
+
+
+@pytest.mark.parametrize("engine", [{"resume_uploads": False}], indirect=True)
+def test_without_resume_no_upload_is_kept(engine: TransferEngine) -> None:
+    assert engine._keep_upload(CancelledError("stopped"), LAYOUT, marked=True) is False
