@@ -6,6 +6,8 @@ them in SecretStr, and nothing logs a client's credentials on purpose. Traceback
 plain text before that scrub, in both formats, and never with local variables (the request
 signer's frames hold credentials).
 
+An exception that ends a thread is logged the same way (`thread_crashed`).
+
 Records of the `DATA_LOGGERS` (the EMF metrics) are data, not diagnostics: they are written
 whatever LOG_LEVEL says.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,9 +29,10 @@ _secrets: set[str] = set()
 
 
 def register_secrets(values: Iterable[str | None]) -> None:
-    """Values that must never appear in a log line (short ones would redact too much)."""
+    """Values that must never appear in a log line. Credentials are long (an AWS secret key has 40
+    characters); a short value would redact ordinary words ('secret' in test data, say)."""
     for value in values:
-        if value and len(value) >= 6:
+        if value and len(value) >= 16:
             _secrets.add(value)
 
 
@@ -101,6 +105,19 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     for data in DATA_LOGGERS:
         logging.getLogger(data).setLevel(logging.INFO)
+    threading.excepthook = _log_thread_crash
+
+
+def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
+    """An exception that ends a thread goes through the same chain (scrubbed, no locals), not
+    straight to stderr as Python's default hook would print it."""
+    if args.exc_type is SystemExit:
+        return
+    get_logger("thread").error(
+        "thread_crashed",
+        thread=args.thread.name if args.thread else None,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

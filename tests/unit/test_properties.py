@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote_plus
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lambda_enqueue.handler import handle_event
-from lambda_enqueue.s3_events import parse_s3_event
+from lambda_enqueue.handler import RejectedEventError, handle_event
+from lambda_enqueue.s3_events import parse_event, parse_s3_event
 from replicator.messages import MAX_KEY_BYTES, ReplicationMessage
 from tests.helpers import s3_record
 
@@ -50,9 +51,18 @@ def test_arbitrary_json_never_crashes_the_parser(event: Any) -> None:
 @given(st.lists(json_values | st.builds(lambda k: s3_record(quote_plus(k)), keys), max_size=12))
 def test_records_mixed_with_garbage_are_split_cleanly(records: list[Any]) -> None:
     sqs = RecordingSQS()
-    result = handle_event({"Records": records}, sqs, "queue")
-    assert result["enqueued"] + result["rejected"] + result["ignored"] == len(records)
-    assert len(sqs.bodies) == result["enqueued"]
+    event = {"Records": records}
+    parsed = parse_event(event)
+    assert len(parsed.messages) + len(parsed.rejected) + parsed.ignored == len(records)
+    # The valid records are enqueued first; any invalid one then fails the invocation, so Lambda
+    # keeps the event (retries, then its on-failure destination).
+    if parsed.rejected:
+        with pytest.raises(RejectedEventError) as caught:
+            handle_event(event, sqs, "queue")
+        assert len(caught.value.rejected) == len(parsed.rejected)
+    else:
+        handle_event(event, sqs, "queue")
+    assert len(sqs.bodies) == len(parsed.messages)
     for body in sqs.bodies:
         ReplicationMessage.from_body(body)  # every message sent is valid
 
