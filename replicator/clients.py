@@ -62,6 +62,17 @@ class Clients:
     def sqs(self, settings: Settings) -> SQSClient:
         return self.session.client("sqs", config=_aws_config(settings))
 
+    def lease_sqs(self, settings: Settings, timeout: float) -> SQSClient:
+        """For visibility changes only: `timeout` to connect and to read, two attempts, so that
+        a slow call ends while its lease still has time for another."""
+        config = Config(
+            retries={"mode": "standard", "total_max_attempts": 2},
+            max_pool_connections=settings.worker_concurrency,
+            connect_timeout=timeout,
+            read_timeout=timeout,
+        )
+        return self.session.client("sqs", config=config)
+
 
 def _aws_config(settings: Settings) -> Config:
     return Config(

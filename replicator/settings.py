@@ -32,6 +32,11 @@ def _check_url(url: str | None) -> str | None:
     return url.rstrip("/")
 
 
+# SQS: a message's visibility can be extended up to 12 hours after it was received.
+_SQS_MAX_VISIBILITY_SECONDS = 43_200
+# Visibility a lease needs beyond a request's timeouts, for its renewals and their retries.
+_LEASE_RENEWAL_SECONDS = 10
+
 BucketName = Annotated[str, AfterValidator(_check_bucket)]
 EndpointUrl = Annotated[str | None, AfterValidator(_check_url)]
 ChecksumMode = Literal["when_required", "when_supported"]
@@ -173,6 +178,21 @@ class Settings(OpsSettings):
             raise ValueError("MAX_BUFFER_MIB: must hold at least one part (>= PART_SIZE_MIB)")
         if self.shutdown_deadline_seconds >= self.visibility_timeout_seconds:
             raise ValueError("SHUTDOWN_DEADLINE_SECONDS: must be below VISIBILITY_TIMEOUT_SECONDS")
+        request_seconds = self.connect_timeout_seconds + self.read_timeout_seconds
+        if self.visibility_timeout_seconds < request_seconds + _LEASE_RENEWAL_SECONDS:
+            # A copy told to stop may finish the request it has in flight (connect + read timeout)
+            # before the message can be received again; renewals need time of their own.
+            raise ValueError(
+                f"VISIBILITY_TIMEOUT_SECONDS: must be at least CONNECT_TIMEOUT_SECONDS + "
+                f"READ_TIMEOUT_SECONDS + {_LEASE_RENEWAL_SECONDS} "
+                f"({request_seconds + _LEASE_RENEWAL_SECONDS:g}), so that a copy can stop in time"
+            )
+        if self.max_lease_seconds > _SQS_MAX_VISIBILITY_SECONDS - self.visibility_timeout_seconds:
+            # The last renewal must still fit into SQS's 12 hours, with the lease's margin left.
+            raise ValueError(
+                f"MAX_LEASE_SECONDS: at most 43200 - VISIBILITY_TIMEOUT_SECONDS "
+                f"({_SQS_MAX_VISIBILITY_SECONDS - self.visibility_timeout_seconds})"
+            )
         return self
 
     @property

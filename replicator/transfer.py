@@ -293,6 +293,18 @@ class _MultipartProgress:
         return self._md5.hexdigest()
 
 
+def _unless_cancelled(cancel: threading.Event | None, call: Callable[[], T]) -> Callable[[], T]:
+    """`call`, refused once `cancel` is set: a part told to stop makes no further attempt (its
+    lease may run out meanwhile), the one in flight only ends."""
+
+    def attempt() -> T:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("stopped between attempts")
+        return call()
+
+    return attempt
+
+
 class TransferEngine:
     """Copies objects from one Endpoint to another. Thread-safe; build one per process."""
 
@@ -494,7 +506,9 @@ class TransferEngine:
         except _CutShort as exc:
             raise exc.error from None
 
-    def _read_range(self, obj: ObjectInfo, start: int, length: int) -> bytes | bytearray:
+    def _read_range(
+        self, obj: ObjectInfo, start: int, length: int, cancel: threading.Event | None = None
+    ) -> bytes | bytearray:
         # Pin every read to the version we looked at: a concurrent overwrite fails the copy
         # (and the reconcile starts over) instead of mixing two versions' bytes.
         if_match = f'"{obj.etag}"' if obj.etag and not obj.version_id else None
@@ -503,7 +517,9 @@ class TransferEngine:
             if lean is not None:
                 try:
                     return self._retry(
-                        lambda: lean.get_range(obj.key, start, length, obj.version_id, if_match)
+                        _unless_cancelled(
+                            cancel, lambda: lean.get_range(obj.key, start, length, obj.version_id, if_match)
+                        )
                     )
                 except LeanUnsupported as exc:
                     self._lean_failed("source", exc)
@@ -517,7 +533,9 @@ class TransferEngine:
             elif if_match:
                 args["IfMatch"] = if_match
             # A store that ignored the Range header answers the whole object: not read.
-            response, data = self._boto_get(lambda: self.source.client.get_object(**args), length)
+            response, data = self._boto_get(
+                _unless_cancelled(cancel, lambda: self.source.client.get_object(**args)), length
+            )
             if data is None:
                 raise http.client.HTTPException(
                     f"asked for {length} bytes of {obj.key!r}, the answer holds {response['ContentLength']}"
@@ -530,7 +548,13 @@ class TransferEngine:
             raise
 
     def _upload_part(
-        self, obj: ObjectInfo, upload_id: str, number: int, data: bytes | bytearray, content_md5: str | None
+        self,
+        obj: ObjectInfo,
+        upload_id: str,
+        number: int,
+        data: bytes | bytearray,
+        content_md5: str | None,
+        cancel: threading.Event | None = None,
     ) -> str:
         """UploadPart; returns the part's ETag."""
 
@@ -539,7 +563,9 @@ class TransferEngine:
             if lean is not None:
                 try:
                     return self._retry(
-                        lambda: lean.upload_part(obj.key, upload_id, number, data, content_md5)
+                        _unless_cancelled(
+                            cancel, lambda: lean.upload_part(obj.key, upload_id, number, data, content_md5)
+                        )
                     )
                 except LeanUnsupported as exc:
                     self._lean_failed("target", exc)
@@ -1038,7 +1064,7 @@ class TransferEngine:
             if cancel.is_set() or failed.is_set():
                 raise CancelledError("stopped")
             length = layout.length(number)
-            data = self._read_range(obj, layout.start(number), length)
+            data = self._read_range(obj, layout.start(number), length, cancel)
             if len(data) != length:
                 raise IntegrityError(f"part {number} of {obj.key!r}: {len(data)} bytes, expected {length}")
             progress.fetched(number, data)
@@ -1050,7 +1076,7 @@ class TransferEngine:
             # Chained, the part ETags are checked against the source's ETag before completing;
             # otherwise the target checks each part against its Content-MD5.
             checksum = None if layout.chained else content_md5(data)
-            progress.uploaded(number, self._upload_part(obj, upload_id, number, data, checksum))
+            progress.uploaded(number, self._upload_part(obj, upload_id, number, data, checksum, cancel))
         except BaseException:
             progress.abandon(number)
             raise

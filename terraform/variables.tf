@@ -191,20 +191,20 @@ variable "lambda_zip_path" {
 ################################################################################
 
 variable "visibility_timeout_seconds" {
-  description = "Visibility timeout of the FIFO queue; the worker extends it while a copy runs. Must exceed shutdown_deadline_seconds."
+  description = "Visibility timeout of the FIFO queue; the worker extends it while a copy runs. Must exceed shutdown_deadline_seconds, and leave the worker time to stop a copy whose lease it cannot renew (connect + read timeout + 10 s: 80 with the defaults)."
   type        = number
   default     = 120
 
   validation {
-    condition     = var.visibility_timeout_seconds >= 30 && var.visibility_timeout_seconds <= 43200
-    error_message = "visibility_timeout_seconds must be between 30 and 43200 (12 h)."
+    condition     = var.visibility_timeout_seconds >= 80 && var.visibility_timeout_seconds <= 43200
+    error_message = "visibility_timeout_seconds must be between 80 (the worker's connect + read timeout + 10 s) and 43200 (12 h)."
   }
 }
 
 variable "max_receive_count" {
-  description = "Receives before a message moves to the dead-letter queue."
+  description = "Receives before a message moves to the dead-letter queue. Interruptions the worker controls (shutdown, scale-in, the 12-hour lease cap) never count; each task kill (SIGKILL, out of memory, host loss) uses one receive."
   type        = number
-  default     = 5
+  default     = 8
 
   validation {
     condition     = var.max_receive_count >= 1 && var.max_receive_count <= 1000

@@ -20,6 +20,7 @@ from replicator.runtime import EXIT_CONFIG, EXIT_STARTUP, Runtime, quiet_garbage
 from replicator.settings import ConfigError, load_ops_settings
 from worker.consumer import QueueConsumer
 from worker.ops import dead_letter_queue_url, gather_status, print_status, redrive
+from worker.policies import LeasePolicy
 
 log = get_logger("worker")
 
@@ -39,10 +40,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_consumer(runtime: Runtime, sqs: Any, queue_url: str) -> QueueConsumer:
+def build_consumer(runtime: Runtime, sqs: Any, queue_url: str, lease_sqs: Any = None) -> QueueConsumer:
     """The consumer, its reconciler restarting an object as often as the settings allow
     (SOURCE_CHANGED_RESTARTS, INTEGRITY_RESTARTS)."""
-    return QueueConsumer(runtime.settings, sqs, queue_url, Reconciler(runtime.engine, runtime.settings))
+    return QueueConsumer(
+        runtime.settings,
+        sqs,
+        queue_url,
+        Reconciler(runtime.engine, runtime.settings),
+        lease_sqs=lease_sqs,
+    )
 
 
 def run(drain: bool) -> int:
@@ -57,7 +64,8 @@ def run(drain: bool) -> int:
     except StartupError as exc:
         log.error("startup_failed", error=str(exc))
         return EXIT_STARTUP
-    consumer = build_consumer(runtime, sqs, queue_url)
+    lease_sqs = clients.lease_sqs(settings, LeasePolicy.from_settings(settings).call_timeout)
+    consumer = build_consumer(runtime, sqs, queue_url, lease_sqs)
     signal.signal(signal.SIGTERM, consumer.request_stop)
     signal.signal(signal.SIGINT, consumer.request_stop)
     try:

@@ -8,23 +8,28 @@
   stored, an archived or undecryptable source) -> straight to the DLQ; an interruption this
   worker controls (shutdown, the 12-hour lease cap) -> requeue as a fresh message, so that it does
   not count toward the DLQ and the next attempt resumes the upload.
-- A heartbeat renews the leases of copies still running. A lease that cannot be renewed in time
-  is lost: its copy is cancelled before another worker can receive the message, and this worker
-  no longer touches that message.
+- A heartbeat renews the leases of copies still running, each renewal on its own thread through
+  a client with short timeouts. A lease that cannot be renewed in time is lost: its copy is
+  cancelled before another worker can receive the message (see lease.py).
 - Stop (SIGTERM): no more receives, in-flight copies get until the grace period ends, then they
-  are cancelled (uploads kept) and their messages requeued.
+  are cancelled (uploads kept) and their messages requeued. Copies still running at the deadline
+  have their messages requeued too, and the process then exits at once, so that none of their
+  writes outlives the message it was for.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
@@ -34,10 +39,10 @@ from replicator.messages import MessageError, ReplicationMessage
 from replicator.metrics import SOURCE_BUCKET_MISSING, ReplicationMetrics
 from replicator.reconcile import Outcome, Reconciler
 from replicator.settings import Settings
-from worker.lease import Interruption, Lease, Renewal, State
+from worker.lease import Interruption, Lease, Renewal
 from worker.ops import FAILURE_DETAIL_ATTRIBUTE, FAILURE_REASON_ATTRIBUTE, ORIGINAL_MESSAGE_ATTRIBUTE
 from worker.policies import BackoffPolicy, LeasePolicy, RequeuePolicy, ShutdownPolicy
-from worker.sqs_queue import SQS_BATCH, DeadLetterQueue, Delivery, Queue
+from worker.sqs_queue import SQS_BATCH, DeadLetterQueue, Delivery, Queue, Visibility
 
 log = get_logger("worker")
 
@@ -46,10 +51,11 @@ MAX_ERROR_CHARS = 1000
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def _deduplication_id(purpose: str, message_id: str) -> str:
+def _deduplication_id(purpose: str, delivery: Delivery) -> str:
     """A new id for a message sent on behalf of a received one (FIFO drops a repeated id for
-    five minutes); the same on a retried send."""
-    return hashlib.sha256(f"{purpose}\0{message_id}".encode()).hexdigest()
+    five minutes): from the receipt handle, which is new on every receive, so a message received
+    again is never taken for the one sent last time."""
+    return hashlib.sha256(f"{purpose}\0{delivery.receipt_handle}".encode()).hexdigest()
 
 
 def _attribute_text(text: str) -> str:
@@ -65,10 +71,13 @@ class QueueConsumer:
         queue_url: str,
         reconciler: Reconciler,
         metrics: ReplicationMetrics | None = None,
+        lease_sqs: Any = None,
+        exit_process: Callable[[int], NoReturn] = os._exit,
     ) -> None:
         self.settings = settings
         self.queue = Queue(sqs, queue_url)
-        self.queue_url = queue_url
+        # Renewals go through their own client (short timeouts, see LeasePolicy.call_timeout).
+        self.lease_queue = Queue(lease_sqs or sqs, queue_url)
         self.reconciler = reconciler
         self.metrics = metrics or ReplicationMetrics(
             queue_url.rstrip("/").rsplit("/", 1)[-1], settings.metrics_namespace
@@ -85,6 +94,8 @@ class QueueConsumer:
         self._lock = threading.Lock()
         self._free = threading.Semaphore(settings.worker_concurrency)
         self._jobs = ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="job")
+        self._renewals = ThreadPoolExecutor(settings.worker_concurrency, thread_name_prefix="renewal")
+        self._exit_process = exit_process
         self._drain = False
         self._last_activity = time.monotonic()
 
@@ -100,7 +111,7 @@ class QueueConsumer:
         receiver = threading.Thread(target=self._receive_loop, name="receiver", daemon=True)
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         log.info(
-            "worker_started", queue=self.queue_url, concurrency=self.settings.worker_concurrency, drain=drain
+            "worker_started", queue=self.queue.url, concurrency=self.settings.worker_concurrency, drain=drain
         )
         receiver.start()
         heartbeat.start()
@@ -108,13 +119,18 @@ class QueueConsumer:
         while not self.stop_receiving.wait(timeout=0.5):
             pass
         stopping_at = time.monotonic()
-        self._shutdown(receiver, stopping_at)
+        stragglers = self._shutdown(receiver, stopping_at)
         self._finished.set()
         self.metrics.flush()
         log.info("worker_stopped", **dict(self.counts), seconds=round(time.monotonic() - stopping_at, 2))
+        if stragglers:
+            # Their messages are back in the queue: no write of theirs may outlive that.
+            logging.shutdown()
+            self._exit_process(0)
         return 0
 
-    def _shutdown(self, receiver: threading.Thread, stopping_at: float) -> None:
+    def _shutdown(self, receiver: threading.Thread, stopping_at: float) -> int:
+        """Stop receiving and working; the number of copies still running at the deadline."""
         policy = self.shutdown_policy
         grace_end, requeue_end = stopping_at + policy.grace_seconds, stopping_at + policy.requeue_seconds
         deadline = stopping_at + policy.deadline_seconds
@@ -126,12 +142,15 @@ class QueueConsumer:
                 lease.interrupt(Interruption.SHUTDOWN)
             while self._current() and time.monotonic() < requeue_end:
                 time.sleep(0.05)  # jobs that saw the cancel requeue their messages themselves
-        for lease in self._current():  # copies slower to stop than the deadline allows
+        stragglers = self._current()  # copies slower to stop than the deadline allows
+        for lease in stragglers:
             lease.interrupt(Interruption.SHUTDOWN)
             self._interrupted(lease)
         # A receive still waiting puts back what it gets (see _receive_loop).
         receiver.join(timeout=max(0.0, deadline - time.monotonic() - 0.5))
         self._jobs.shutdown(wait=False, cancel_futures=True)
+        self._renewals.shutdown(wait=False, cancel_futures=True)
+        return len(stragglers)
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -144,36 +163,46 @@ class QueueConsumer:
             min(1, self.settings.receive_wait_seconds) if self._drain else self.settings.receive_wait_seconds
         )
         while not self.stop_receiving.is_set():
-            capacity = self._reserve_slots()
-            if capacity == 0:
-                continue
             try:
-                deliveries = self.queue.receive(
-                    capacity, wait_seconds, self.settings.visibility_timeout_seconds, time.monotonic()
-                )
-            except Exception as exc:
-                self._release_slots(capacity)
-                log.error("receive_failed", error=describe(exc))
+                if self._receive_once(wait_seconds):
+                    break
+            except Exception as exc:  # the receiver must not die: the worker would idle forever
+                log.exception("receive_loop_failed", error=describe(exc))
                 self.stop_receiving.wait(timeout=2)
-                continue
-            self._release_slots(capacity - len(deliveries))
-            leases = self._leases_for(deliveries)
-            if self.stop_receiving.is_set():
-                # Received while stopping: never started, so straight back as fresh messages.
-                for lease in leases:
-                    lease.interrupt(Interruption.SHUTDOWN)
-                    self._interrupted(lease)
-                    self._release_slots(len(lease.deliveries))
-                break
-            if deliveries:
-                self._last_activity = time.monotonic()
-                for lease in leases:
-                    with self._lock:
-                        self._leases[id(lease)] = lease
-                    self._jobs.submit(self._work, lease)
-            elif self._drain and self._idle_for() >= self.settings.drain_idle_seconds:
-                log.info("queue_drained")
-                self.stop_receiving.set()
+
+    def _receive_once(self, wait_seconds: int) -> bool:
+        """One receive and what follows it; True when receiving is over."""
+        capacity = self._reserve_slots()
+        if capacity == 0:
+            return False
+        try:
+            deliveries = self.queue.receive(
+                capacity, wait_seconds, self.settings.visibility_timeout_seconds, time.monotonic()
+            )
+        except Exception as exc:
+            self._release_slots(capacity)
+            log.error("receive_failed", error=describe(exc))
+            self.stop_receiving.wait(timeout=2)
+            return False
+        self._release_slots(capacity - len(deliveries))
+        leases = self._leases_for(deliveries)
+        if self.stop_receiving.is_set():
+            # Received while stopping: never started, so straight back as they were.
+            for lease in leases:
+                lease.interrupt(Interruption.SHUTDOWN)
+                self._interrupted(lease)
+                self._release_slots(len(lease.deliveries))
+            return True
+        if deliveries:
+            self._last_activity = time.monotonic()
+            for lease in leases:
+                with self._lock:
+                    self._leases[id(lease)] = lease
+                self._jobs.submit(self._work, lease)
+        elif self._drain and self._idle_for() >= self.settings.drain_idle_seconds:
+            log.info("queue_drained")
+            self.stop_receiving.set()
+        return False
 
     def _reserve_slots(self) -> int:
         """Block until at least one job slot is free, then take up to ten."""
@@ -213,8 +242,10 @@ class QueueConsumer:
         self._count("invalid")
         self.metrics.failure()
         log.error(event, message_id=delivery.message_id, receive_count=delivery.receive_count, **details)
-        self.queue.change_visibility([delivery], self.backoff.visibility(delivery.receive_count))
-        self._release_slots(1)
+        try:
+            self._back_off_all([delivery])
+        finally:
+            self._release_slots(1)
 
     # -- work ---------------------------------------------------------------------------------
 
@@ -236,6 +267,7 @@ class QueueConsumer:
         try:
             if lease.cancel.is_set():
                 raise CancelledError("stopped before it started")
+            lease.started = True
             result = self.reconciler.reconcile(lease.key, lease.cancel)
         except CancelledError:
             self._interrupted(lease)
@@ -295,12 +327,11 @@ class QueueConsumer:
     # -- outcomes other than success ----------------------------------------------------------
 
     def _interrupted(self, lease: Lease) -> None:
-        """The copy stopped: put the messages back as fresh ones if this worker stopped it."""
-        if lease.state is State.LOST:
-            log.info("copy_stopped", key=lease.key, reason=Interruption.LEASE_LOST.value)
-            return
-        if lease.interruption in (Interruption.SHUTDOWN, Interruption.LEASE_CAP):
-            lease.finish(self._requeue)
+        """The copy stopped: put the messages back as fresh ones if this worker stopped it (a
+        lost lease only if a renewal got through since: the messages are still ours then)."""
+        if lease.interruption is not None:
+            if not lease.finish(self._requeue):
+                log.info("copy_stopped", key=lease.key, reason=lease.interruption.value)
             return
         # Cancelled without this worker asking: treat it as a failure, bounded by the DLQ.
         self._count("failed")
@@ -315,7 +346,6 @@ class QueueConsumer:
     def _failed_permanently(self, lease: Lease, exc: PermanentError) -> None:
         detail = _attribute_text(str(exc))
         self._count("failed_permanently")
-        self.metrics.permanent_failure(exc.reason)
         log.error(
             "reconcile_failed_permanently",
             key=lease.key,
@@ -325,6 +355,7 @@ class QueueConsumer:
         )
         dlq_url = self.dead_letters.url()
         if dlq_url is None:
+            self.metrics.failure()
             lease.finish(self._back_off)  # the redrive policy still gets it there, slowly
             return
         lease.finish(lambda held: self._dead_letter(held, dlq_url, exc.reason, detail))
@@ -336,8 +367,17 @@ class QueueConsumer:
         self.queue.delete(lease.deliveries)
 
     def _back_off(self, lease: Lease) -> None:
-        for d in lease.deliveries:
-            self.queue.change_visibility([d], self.backoff.visibility(d.receive_count))
+        self._back_off_all(lease.deliveries)
+
+    def _back_off_all(self, deliveries: list[Delivery]) -> None:
+        """One batch call per back-off value (messages of one key usually share their count)."""
+        by_seconds: dict[int, list[Delivery]] = {}
+        for d in deliveries:
+            by_seconds.setdefault(self.backoff.visibility(d.receive_count), []).append(d)
+        for seconds, same in by_seconds.items():
+            outcome, detail = self.queue.change_visibility(same, seconds)
+            if outcome is not Visibility.CHANGED:
+                log.warning("back_off_failed", messages=len(same), error=detail)
 
     def _hand_back(self, lease: Lease) -> None:
         self._count("handed_back")
@@ -346,27 +386,33 @@ class QueueConsumer:
 
     def _requeue(self, lease: Lease) -> None:
         """A fresh copy of the message (receive count 1, same group, new deduplication id), then
-        the received ones deleted; if the copy cannot be sent, the received ones handed back."""
-        fresh = max(lease.messages, key=lambda m: m.interruptions).interrupted()
+        the received ones deleted; if the copy cannot be sent, the received ones handed back.
+        A message received while stopping was not worked on: its interruptions stay as they were."""
+        newest = max(lease.messages, key=lambda m: m.interruptions)
+        fresh = newest.interrupted() if lease.started else newest
         interruptions = fresh.interruptions
         if not self.requeue_policy.requeue(interruptions):
             log.warning("interrupted_too_often", key=lease.key, interruptions=interruptions)
             self._back_off(lease)
             return
         sent = self.queue.send(
-            self.queue_url,
-            fresh.to_body(),
-            lease.group_id,
-            _deduplication_id("requeue", lease.first.message_id),
+            self.queue.url, fresh.to_body(), lease.group_id, _deduplication_id("requeue", lease.first)
         )
         if sent is None:
             self._hand_back(lease)
             return
-        self.queue.delete(lease.deliveries)
-        self._count("requeued")
-        self.metrics.count("Interruptions")
+        if not self.queue.delete(lease.deliveries):
+            # Both are in the queue now: the next receive reconciles the key (twice at worst).
+            self._count("requeue_incomplete")
+            log.error("requeued_but_not_deleted", key=lease.key, new_message_id=sent)
+            return
+        # Not started (received while stopping): put back as it was, not an interruption.
+        event = "requeued" if lease.started else "returned_unstarted"
+        self._count(event)
+        if lease.started:
+            self.metrics.count("Interruptions")
         log.info(
-            "requeued",
+            event,
             key=lease.key,
             reason=lease.interruption.value if lease.interruption else None,
             interruptions=interruptions,
@@ -378,7 +424,7 @@ class QueueConsumer:
             dlq_url,
             lease.messages[-1].to_body(),
             lease.group_id,
-            _deduplication_id("dead-letter", lease.first.message_id),
+            _deduplication_id("dead-letter", lease.first),
             {
                 FAILURE_REASON_ATTRIBUTE: reason,
                 FAILURE_DETAIL_ATTRIBUTE: detail,
@@ -386,30 +432,57 @@ class QueueConsumer:
             },
         )
         if sent is None:
+            self.metrics.failure()
             self._back_off(lease)
             return
-        self.queue.delete(lease.deliveries)
+        self.metrics.permanent_failure(reason)
+        if not self.queue.delete(lease.deliveries):
+            # In the DLQ and still in the queue: the next receive dead-letters it again.
+            self._count("dead_letter_incomplete")
+            log.error("dead_lettered_but_not_deleted", key=lease.key, reason=reason, dlq_message_id=sent)
+            return
         self._count("dead_lettered")
         log.info("dead_lettered", key=lease.key, reason=reason, dlq_message_id=sent)
 
     # -- heartbeat ----------------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        policy = self.lease_policy
-        while not self._finished.wait(timeout=policy.tick):
+        """Every tick: the lease cap and the margin, checked in memory for every lease, whatever
+        SQS calls are in flight; renewals that are due, each on a thread of its own."""
+        while not self._finished.wait(timeout=self.lease_policy.tick):
             for lease in self._current():
-                now = time.monotonic()
-                if policy.capped(lease.held_for(now)) and lease.interrupt(Interruption.LEASE_CAP):
-                    log.warning("lease_cap_reached", key=lease.key, held_seconds=round(lease.held_for(now)))
-                renewal = lease.renew(self.queue, now)
-                if renewal is Renewal.LOST:
-                    self._count("lease_lost")
-                    self.metrics.count("LeasesLost")
-                    log.warning(
-                        "lease_lost",
-                        key=lease.key,
-                        message_ids=[d.message_id for d in lease.deliveries],
-                        reason=lease.lost_because,
-                    )
-                elif renewal is Renewal.RENEWED:
-                    log.debug("visibility_extended", key=lease.key)
+                try:
+                    self._tend(lease, time.monotonic())
+                except Exception as exc:  # one lease's trouble must not stop the heartbeat
+                    log.exception("heartbeat_failed", key=lease.key, error=describe(exc))
+
+    def _tend(self, lease: Lease, now: float) -> None:
+        if self.lease_policy.capped(lease.held_for(now)) and lease.interrupt(Interruption.LEASE_CAP):
+            log.warning("lease_cap_reached", key=lease.key, held_seconds=round(lease.held_for(now)))
+        if lease.expire(now):
+            self._report(lease, Renewal.LOST)
+        if lease.wants_renewal(now):
+            self._renewals.submit(self._renew, lease)
+
+    def _renew(self, lease: Lease) -> None:
+        try:
+            self._report(lease, lease.renew(self.lease_queue, time.monotonic()))
+        except Exception as exc:  # a failed renewal: the margin check decides what it means
+            lease.last_failure = describe(exc)
+            log.exception("renewal_failed", key=lease.key, error=lease.last_failure)
+
+    def _report(self, lease: Lease, renewal: Renewal) -> None:
+        if renewal is Renewal.LOST:
+            self._count("lease_lost")
+            self.metrics.count("LeasesLost")
+            log.warning(
+                "lease_lost",
+                key=lease.key,
+                message_ids=[d.message_id for d in lease.deliveries],
+                reason=lease.lost_because,
+            )
+        elif renewal is Renewal.REGAINED:
+            self._count("lease_regained")
+            log.warning("lease_regained", key=lease.key)
+        elif renewal is Renewal.RENEWED:
+            log.debug("visibility_extended", key=lease.key)

@@ -33,29 +33,44 @@ class BackoffPolicy:
 class LeasePolicy:
     """Keeping a received message invisible while its key is worked on.
 
-    The heartbeat renews the visibility every third of it. A renewal that fails is tried again
-    on the next tick; once the visibility left is within `margin` of running out (or SQS says the
-    receipt handle is no longer valid) the lease is lost and the copy is stopped, before another
-    worker can receive the message. A copy still running `max_lease_seconds` after the receive is
-    stopped too (SQS refuses to extend beyond 12 hours) and its message put back as a fresh one.
+    A copy told to stop may still finish the request it has in flight (one attempt: connect plus
+    read timeout), so a lease counts as lost once the visibility left is within `margin` of that:
+    the copy is stopped then, whether or not a renewal is still waiting for SQS, and has stopped
+    before another worker can receive the message. Renewals happen often enough that a failing
+    one is retried several times before that point. A copy still running `max_lease_seconds`
+    after the receive is stopped too (SQS refuses to extend beyond 12 hours) and its message put
+    back as a fresh one.
     """
 
     visibility_seconds: int
     max_lease_seconds: float
+    # The longest a data request may run once started (connect + read timeout).
+    request_seconds: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LeasePolicy:
-        return cls(settings.visibility_timeout_seconds, settings.max_lease_seconds)
-
-    @property
-    def renew_every(self) -> float:
-        return self.visibility_seconds / 3
+        return cls(
+            settings.visibility_timeout_seconds,
+            settings.max_lease_seconds,
+            settings.connect_timeout_seconds + settings.read_timeout_seconds,
+        )
 
     @property
     def margin(self) -> float:
-        """Visibility left at which a lease that could not be renewed counts as lost: time for
-        the copy to stop before the message can be received again."""
-        return self.visibility_seconds / 4
+        """Visibility left at which a lease not renewed counts as lost: time for the copy to stop
+        before the message can be received again."""
+        return max(self.visibility_seconds / 4, self.request_seconds)
+
+    @property
+    def renew_every(self) -> float:
+        """Half of the time a renewal has before the margin: a failed one gets retried."""
+        return min(self.visibility_seconds / 3, (self.visibility_seconds - self.margin) / 2)
+
+    @property
+    def call_timeout(self) -> float:
+        """Connect and read timeout of one visibility change: a slow call must not use up the
+        time left for its retries."""
+        return max(0.5, min(10.0, self.renew_every / 3))
 
     @property
     def tick(self) -> float:

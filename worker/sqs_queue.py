@@ -107,7 +107,9 @@ class Queue:
             try:
                 response = self.sqs.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
             except Exception as exc:
-                message = str(getattr(exc, "response", {}).get("Error", {}).get("Message", ""))
+                # Transport errors (ReadTimeoutError, ConnectionClosedError) carry response=None.
+                response = getattr(exc, "response", None) or {}
+                message = str(response.get("Error", {}).get("Message", ""))
                 if _not_ours(error_code(exc), message):
                     return Visibility.NOT_OURS, describe(exc)
                 outcome, detail = Visibility.FAILED, describe(exc)

@@ -828,3 +828,10 @@ def test_secret_field_names_are_the_same_in_ecs_the_code_and_the_docs() -> None:
     assert expected_json in variables()["secret"]["description"]
     readme = (ROOT / "README.md").read_text()
     assert f'{{"{_ACCESS_KEY_FIELDS[0]}":"...","{_SECRET_KEY_FIELDS[0]}":"..."}}' in readme
+
+
+def test_visibility_leaves_the_worker_time_to_stop_a_copy_it_cannot_renew() -> None:
+    # The worker refuses a visibility below connect + read timeout + 10 s (80 s by default).
+    assert not valid("visibility_timeout_seconds", 60)
+    assert valid("visibility_timeout_seconds", 80)
+    assert variables()["max_receive_count"]["default"] >= 8  # each task kill uses one receive

@@ -13,7 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from moto import mock_aws
 
 from replicator.errors import (
@@ -66,6 +66,15 @@ class MemorySQS:
     slow_visibility: tuple[int, float] | None = None
     slow_started: threading.Event = field(default_factory=threading.Event)
     send_fails: bool = False
+    delete_fails: bool = False
+    # Every visibility change raises this (None: none does) ...
+    visibility_raises: Exception | None = None
+    # ... or answers this instead of SQS's usual shape.
+    visibility_answer: Any = "usual"
+    slow_handle: str | None = None  # slow_visibility applies to this handle only
+    batch_size: int = 10  # at most this many messages per receive
+    receive_delay: float = 0.0  # a receive that returns messages waits this long first
+    visibility_batches: int = 0
     redrive_policy: dict[str, str] | None = None
     lookups: int = 0
     renewal_value: int = -1  # the heartbeat's visibility, set by make()
@@ -73,14 +82,18 @@ class MemorySQS:
 
     def receive_message(self, **kwargs: Any) -> dict[str, Any]:
         with self.lock:
-            count = kwargs["MaxNumberOfMessages"]
+            count = min(kwargs["MaxNumberOfMessages"], self.batch_size)
             batch, self.pending = self.pending[:count], self.pending[count:]
         if not batch:
             time.sleep(0.05)
+        else:
+            time.sleep(self.receive_delay)
         return {"Messages": batch}
 
     def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:
         now = time.monotonic()
+        if self.delete_fails:
+            return {"Successful": [], "Failed": [{"Id": e["Id"], "Code": "InternalError"} for e in Entries]}
         with self.lock:
             self.deleted += [e["ReceiptHandle"] for e in Entries]
             self.calls += [Call("delete", e["ReceiptHandle"], None, now, now) for e in Entries]
@@ -89,7 +102,14 @@ class MemorySQS:
     def change_message_visibility_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         started = time.monotonic()
         seconds = Entries[0]["VisibilityTimeout"]
-        if self.slow_visibility and seconds == self.slow_visibility[0]:
+        with self.lock:
+            self.visibility_batches += 1
+        if self.visibility_raises is not None:
+            raise self.visibility_raises
+        if self.visibility_answer != "usual":
+            return self.visibility_answer  # type: ignore[no-any-return]
+        slow_here = self.slow_handle is None or Entries[0]["ReceiptHandle"] == self.slow_handle
+        if self.slow_visibility and seconds == self.slow_visibility[0] and slow_here:
             self.slow_started.set()
             time.sleep(self.slow_visibility[1])
         renewal = seconds == self.renewal_value
@@ -180,6 +200,8 @@ def sqs_message(
 def settings_for(**tuning: Any) -> Settings:
     """Valid settings; `fast_*` overrides are applied unvalidated (timings below the minimums)."""
     fast = {k.removeprefix("fast_"): tuning.pop(k) for k in list(tuning) if k.startswith("fast_")}
+    if "visibility_timeout_seconds" in fast:  # requests that stop as fast as the leases run
+        fast = {"connect_timeout_seconds": 0.1, "read_timeout_seconds": 0.2} | fast
     settings = Settings(
         source_bucket="source-bucket",
         target_bucket="lyve-target",
@@ -428,7 +450,7 @@ def test_nothing_renews_a_lease_after_its_final_action() -> None:
     lease.renewed_at -= 100  # due again
     assert lease.finish(lambda held: queue.delete(held.deliveries))
     assert lease.state is State.DONE
-    assert lease.renew(queue, time.monotonic()) is Renewal.SKIPPED
+    assert lease.renew(queue, time.monotonic()) is Renewal.NONE
     assert not lease.finish(lambda held: queue.change_visibility(held.deliveries, 0))  # once only
     assert [c.op for c in sqs.calls] == ["visibility", "delete"]
 
@@ -646,3 +668,258 @@ def test_a_dead_letter_that_cannot_be_sent_backs_off() -> None:
     consumer.run(drain=True)
     assert sqs.deleted == []
     assert sqs.final_visibility("h1") == 10
+
+
+# -- transport errors, slow calls, lost and regained leases ---------------------------------------
+
+
+def test_a_renewal_that_times_out_is_a_failed_renewal_and_the_lease_is_still_watched() -> None:
+    """botocore's ReadTimeoutError carries response=None: reading it must not kill the heartbeat."""
+    timeout = ReadTimeoutError(endpoint_url="https://sqs")
+    sqs = MemorySQS([], renewal_raises=timeout)
+    consumer, sqs, reconciler = make(
+        [sqs_message("slow", "h1")], {"slow": 8.0}, sqs, fast_visibility_timeout_seconds=4
+    )
+    started = time.monotonic()
+    consumer.run(drain=True)
+    assert reconciler.cancelled == ["slow"]
+    assert time.monotonic() - started < 6  # stopped before the visibility ran out, not after 8 s
+    assert consumer.counts["lease_lost"] == 1
+
+
+def test_a_back_off_that_times_out_does_not_stop_the_receiver() -> None:
+    sqs = MemorySQS([], visibility_raises=ReadTimeoutError(endpoint_url="https://sqs"))
+    consumer, sqs, reconciler = make(
+        [sqs_message("x", "poison", body="{nope"), sqs_message("y", "h2")], {}, sqs
+    )
+    stop_after(consumer, 5)  # a dead receiver never drains
+    consumer.run(drain=True)
+    assert reconciler.calls == ["y"]
+    assert sqs.deleted == ["h2"]
+
+
+def test_an_unexpected_error_in_the_receive_loop_is_logged_and_receiving_goes_on(logs: io.StringIO) -> None:
+    sqs = MemorySQS([], visibility_answer=None, batch_size=1)  # an answer without the usual shape
+    consumer, sqs, reconciler = make(
+        [sqs_message("x", "poison", body="{nope"), sqs_message("y", "h2")], {}, sqs
+    )
+    stop_after(consumer, 8)
+    consumer.run(drain=True)
+    assert reconciler.calls == ["y"]
+    assert sqs.deleted == ["h2"]
+    assert any(e["event"] == "receive_loop_failed" for e in events(logs))
+
+
+def test_a_slow_renewal_neither_delays_the_loss_of_its_lease_nor_blocks_other_leases() -> None:
+    sqs = MemorySQS([], slow_visibility=(4, 4.0), slow_handle="h1")
+    consumer, sqs, reconciler = make(
+        [sqs_message("stuck", "h1"), sqs_message("fine", "h2")],
+        {"stuck": 8.0, "fine": 4.5},
+        sqs,
+        fast_visibility_timeout_seconds=4,
+    )
+    cancelled_at: list[float] = []
+    started = time.monotonic()
+
+    def watch() -> None:
+        while not reconciler.cancelled and time.monotonic() - started < 10:
+            time.sleep(0.01)
+        cancelled_at.append(time.monotonic() - started)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    consumer.run(drain=True)
+    watcher.join()
+    assert reconciler.cancelled == ["stuck"]
+    assert cancelled_at[0] < 4 - consumer.lease_policy.margin + 0.5  # while its renewal hung
+    assert ("h2", 4) in sqs.visibility  # the other lease was renewed meanwhile ...
+    assert "h2" in sqs.deleted  # ... and its copy finished
+    time.sleep(max(0.0, 4.5 - (time.monotonic() - started)))  # the hung call returns
+
+
+def test_a_lost_lease_whose_renewal_gets_through_again_is_requeued_as_fresh(logs: io.StringIO) -> None:
+    """Lost on failed calls (not a refused handle): renewals go on until the job returns; one
+    that gets through means the message is still ours, and the stopped copy is requeued instead
+    of letting its receive count grow."""
+    sqs = MemorySQS([], renewal_raises=EndpointConnectionError(endpoint_url="https://sqs"), renewal_errors=3)
+
+    def stops_slowly(cancel: threading.Event) -> None:
+        assert cancel.wait(10)
+        time.sleep(1.5)  # the part in flight finishes its request
+        raise CancelledError("stopped")
+
+    consumer, sqs, _ = make(
+        [sqs_message("k", "h1")], {"k": stops_slowly}, sqs, fast_visibility_timeout_seconds=4
+    )
+    consumer.run(drain=True)
+    assert consumer.counts["lease_lost"] == 1 and consumer.counts["lease_regained"] == 1
+    [sent] = sqs.sent
+    assert ReplicationMessage.from_body(sent["MessageBody"]).interruptions == 1
+    assert sqs.deleted == ["h1"]
+    assert any(e["event"] == "requeued" and e["reason"] == "lease_lost" for e in events(logs))
+
+
+def test_a_renewal_refused_after_the_lease_was_lost_is_not_retried() -> None:
+    sqs = MemorySQS([], renewal_failure="ReceiptHandleIsInvalid", renewal_value=30)
+    queue = Queue(sqs, QUEUE_URL)
+    delivery = Delivery("id-1", "h1", "g", 1, "{}", received_at=time.monotonic())
+    message = ReplicationMessage(bucket="source-bucket", key="k", event="ObjectCreated:Put")
+    lease = Lease("k", [(delivery, message)], LeasePolicy(visibility_seconds=30, max_lease_seconds=600))
+    assert lease.expire(time.monotonic() + 25)  # lost on the margin
+    assert lease.wants_renewal(time.monotonic())  # lost on time, not refused: keep trying
+    assert lease.renew(queue, time.monotonic()) is Renewal.NONE
+    assert lease.refused and not lease.wants_renewal(time.monotonic())
+    assert lease.state is State.LOST and lease.cancel.is_set()
+
+
+# -- shutdown stragglers ------------------------------------------------------------------------
+
+
+def test_stragglers_exit_the_process_right_after_their_messages_are_requeued() -> None:
+    """A copy that does not stop by the deadline: its message is requeued and the process ends
+    at once, so that none of its writes outlives the delete of its message."""
+    finished = threading.Event()
+
+    def ignores_cancel(cancel: threading.Event) -> None:
+        time.sleep(4)
+        finished.set()
+
+    consumer, sqs, _ = make(
+        [sqs_message("stuck", "h1")], {"stuck": ignores_cancel}, shutdown_deadline_seconds=1.5
+    )
+    exits: list[tuple[int, list[str], int, bool]] = []
+    consumer._exit_process = lambda code: exits.append(
+        (code, list(sqs.deleted), len(sqs.sent), finished.is_set())
+    )  # type: ignore[assignment,misc,return-value]
+    stop_after(consumer, 0.3)
+    consumer.run()
+    assert exits == [(0, ["h1"], 1, False)]  # after the requeue, while the copy still ran
+    finished.wait(5)
+
+
+def test_a_copy_that_stops_in_time_does_not_end_the_process() -> None:
+    consumer, sqs, _ = make([sqs_message("slow", "h1")], {"slow": 60.0}, shutdown_deadline_seconds=2)
+    exits: list[int] = []
+    consumer._exit_process = exits.append  # type: ignore[assignment]
+    stop_after(consumer, 0.3)
+    consumer.run()
+    assert exits == [] and sqs.deleted == ["h1"]
+
+
+# -- requeue and dead-letter bookkeeping --------------------------------------------------------
+
+
+def test_a_message_received_again_is_requeued_under_a_new_deduplication_id() -> None:
+    """Fresh copy sent, delete of the received one failed: the old message comes back with the
+    same message id. Requeued again within FIFO's five minutes, it must not be dropped as a
+    duplicate of the first requeue."""
+    sent_ids = []
+    for handle in ("h1", "h1-again"):
+        raw = sqs_message("slow", handle) | {"MessageId": "id-same"}
+        consumer, sqs, _ = make([raw], {"slow": 60.0}, shutdown_deadline_seconds=2)
+        stop_after(consumer, 0.3)
+        consumer.run()
+        [sent] = sqs.sent
+        sent_ids.append(sent["MessageDeduplicationId"])
+    assert sent_ids[0] != sent_ids[1]
+
+
+def test_a_requeue_whose_delete_fails_is_logged_as_a_failure(logs: io.StringIO) -> None:
+    sqs = MemorySQS([], delete_fails=True)
+    consumer, sqs, _ = make([sqs_message("slow", "h1")], {"slow": 60.0}, sqs, shutdown_deadline_seconds=2)
+    stop_after(consumer, 0.3)
+    consumer.run()
+    names = [e["event"] for e in events(logs)]
+    assert "requeued_but_not_deleted" in names and "requeued" not in names
+    assert consumer.counts["requeued"] == 0
+
+
+def test_a_dead_letter_whose_delete_fails_is_logged_as_a_failure(logs: io.StringIO) -> None:
+    sqs = MemorySQS([], delete_fails=True)
+    consumer, sqs, _ = make(
+        [sqs_message("doomed", "h1")], {"doomed": UnstorableKeyError("no")}, sqs, dlq_url=DLQ_URL
+    )
+    consumer.run(drain=True)
+    names = [e["event"] for e in events(logs)]
+    assert "dead_lettered_but_not_deleted" in names and "dead_lettered" not in names
+
+
+def test_permanent_failures_are_counted_only_once_in_the_dlq() -> None:
+    sqs = MemorySQS([], send_fails=True)
+    consumer, sqs, _ = make(
+        [sqs_message("doomed", "h1")], {"doomed": UnstorableKeyError("no")}, sqs, dlq_url=DLQ_URL
+    )
+    counted: list[str] = []
+    consumer.metrics.permanent_failure = counted.append  # type: ignore[method-assign]
+    consumer.run(drain=True)
+    assert counted == []  # not in the DLQ: backed off, it comes back and is counted when it gets there
+    sqs.send_fails = False
+    consumer, sqs, _ = make(
+        [sqs_message("doomed", "h2")], {"doomed": UnstorableKeyError("no")}, sqs, dlq_url=DLQ_URL
+    )
+    consumer.metrics.permanent_failure = counted.append  # type: ignore[method-assign]
+    consumer.run(drain=True)
+    assert counted == ["unstorable_key"]
+
+
+def test_a_message_received_while_stopping_goes_back_without_an_interruption_counted() -> None:
+    sqs = MemorySQS([], receive_delay=0.6)
+    consumer, sqs, reconciler = make([sqs_message("k", "h1", interruptions=2)], {}, sqs)
+    stop_after(consumer, 0.2)  # while the receive waits
+    consumer.run()
+    assert reconciler.calls == []
+    [sent] = sqs.sent
+    assert ReplicationMessage.from_body(sent["MessageBody"]).interruptions == 2
+    assert sqs.deleted == ["h1"]
+
+
+def test_messages_of_one_key_back_off_in_one_call() -> None:
+    consumer, sqs, _ = make(
+        [sqs_message("bad", "h1", receives=2), sqs_message("bad", "h2", receives=2)],
+        {"bad": PermissionError("denied")},
+        retry_backoff_base_seconds=10,
+    )
+    consumer.run(drain=True)
+    assert sqs.final_visibility("h1") == sqs.final_visibility("h2") == 20
+    assert sqs.visibility_batches == 1
+
+
+# -- the 12-hour limit ----------------------------------------------------------------------------
+
+
+def test_near_the_12_hour_limit_a_lease_is_lost_on_the_margin_not_after_it_ran_out() -> None:
+    policy = LeasePolicy(visibility_seconds=120, max_lease_seconds=43_080, request_seconds=70)
+    now = time.monotonic()
+    delivery = Delivery("id-1", "h1", "g", 1, "{}", received_at=now - 43_180)
+    message = ReplicationMessage(bucket="source-bucket", key="k", event="ObjectCreated:Put")
+    lease = Lease("k", [(delivery, message)], policy)
+    lease.visible_until = now + 20  # all SQS would still grant
+    sqs = MemorySQS([])
+    assert lease.renew(Queue(sqs, QUEUE_URL), now) is Renewal.LOST
+    assert lease.cancel.is_set() and sqs.calls == []
+
+
+def test_the_margin_covers_a_request_in_flight() -> None:
+    policy = LeasePolicy.from_settings(settings_for())
+    assert policy.margin >= 10 + 60  # connect + read timeout: what a stopping part may still take
+    assert policy.renew_every <= (120 - policy.margin) / 2  # a failed renewal is tried again
+    assert policy.call_timeout * 2 < policy.renew_every  # two attempts end before the next is due
+
+
+def test_a_part_told_to_stop_makes_no_further_request_attempt() -> None:
+    """What a lost lease relies on: a part's request retries stop at the cancel, so a stopping
+    copy takes at most the attempt in flight (the lease's margin), not all of them."""
+    from replicator.errors import request_retrying
+    from replicator.transfer import _unless_cancelled
+
+    cancel = threading.Event()
+    attempts: list[float] = []
+
+    def flaky() -> bytes:
+        attempts.append(time.monotonic())
+        cancel.set()  # the lease was lost while this attempt ran
+        raise EndpointConnectionError(endpoint_url="https://source")
+
+    with pytest.raises(CancelledError):
+        request_retrying(5)(_unless_cancelled(cancel, flaky))
+    assert len(attempts) == 1

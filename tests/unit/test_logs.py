@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 
 import pytest
 
@@ -56,4 +57,27 @@ def test_registered_secrets_are_scrubbed_from_tracebacks(fmt: str) -> None:
     output = stream.getvalue()
     assert output.count("ValueError") >= 2
     assert "trace-secret-8d1e0b" not in output
+    assert REDACTED in output
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_an_exception_that_ends_a_thread_is_logged_scrubbed_and_without_locals(fmt: str) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", fmt, stream=stream)
+    register_secrets(["thread-secret-3c9d1f"])
+
+    def crash() -> None:
+        _fail_with_a_secret_in_a_local()
+
+    def crash_with_secret() -> None:
+        raise ValueError("renewal failed with thread-secret-3c9d1f")
+
+    for target in (crash, crash_with_secret):
+        thread = threading.Thread(target=target, name="heartbeat")
+        thread.start()
+        thread.join()
+    output = stream.getvalue()
+    assert output.count("thread_crashed") == 2 and "heartbeat" in output
+    assert "RuntimeError" in output and "ValueError" in output  # the tracebacks are there
+    assert "local-secret-4f9a2c7e" not in output and "thread-secret-3c9d1f" not in output
     assert REDACTED in output

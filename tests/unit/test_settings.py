@@ -101,3 +101,22 @@ def test_swapping_into_an_invalid_configuration_names_the_users_variables_and_no
     assert "SOURCE_ENDPOINT_URL" in message
     assert "source-secret-value" not in message
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_the_visibility_must_leave_a_stopping_copy_its_request_in_flight(env: pytest.MonkeyPatch) -> None:
+    env.setenv("VISIBILITY_TIMEOUT_SECONDS", "75")  # connect 10 + read 60 + 10 for renewals = 80
+    with pytest.raises(ConfigError, match=r"VISIBILITY_TIMEOUT_SECONDS.*80"):
+        load_settings()
+    env.setenv("READ_TIMEOUT_SECONDS", "55")
+    assert load_settings().visibility_timeout_seconds == 75
+
+
+def test_the_lease_cap_leaves_room_for_one_visibility_within_12_hours(env: pytest.MonkeyPatch) -> None:
+    env.setenv("VISIBILITY_TIMEOUT_SECONDS", "1200")
+    with pytest.raises(ConfigError, match=r"MAX_LEASE_SECONDS.*42000"):
+        load_settings()  # the default 42600 + 1200 passes SQS's 43200
+    env.setenv("MAX_LEASE_SECONDS", "42001")
+    with pytest.raises(ConfigError, match="MAX_LEASE_SECONDS"):
+        load_settings()
+    env.setenv("MAX_LEASE_SECONDS", "42000")
+    assert load_settings().max_lease_seconds == 42_000
