@@ -6,6 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from replicator.clients import build_clients
+from replicator.settings import Settings
+from replicator.transfer import TransferEngine
+
 EVENTS = Path(__file__).parent / "events"
 
 
@@ -27,3 +31,25 @@ def s3_record(key_encoded: str, event: str = "ObjectCreated:Put", **obj: Any) ->
             "object": {"key": key_encoded, **obj},
         },
     }
+
+
+def engine_for(
+    url: str, lean: bool, bucket: str = "bucket", target_bucket: str | None = None
+) -> TransferEngine:
+    """An engine with both ends at `url` (a canned loopback server), on the lean path or boto3."""
+    settings = Settings(
+        source_bucket=bucket,
+        source_endpoint_url=url,
+        source_access_key_id="AKIDEXAMPLE",
+        source_secret_access_key="secret",
+        source_addressing_style="path",
+        target_bucket=target_bucket or bucket,
+        target_endpoint_url=url,
+        target_access_key_id="AKIDEXAMPLE",
+        target_secret_access_key="secret",
+        allow_http_endpoints=True,
+        lean_requests=lean,
+        max_attempts=1,
+    )
+    clients = build_clients(settings)
+    return TransferEngine(clients.source, clients.target, settings)

@@ -62,11 +62,19 @@ def settings_for(stack: LocalStack, buckets: tuple[str, str]) -> Settings:
 
 
 def migrate(stack: LocalStack, buckets: tuple[str, str], **options: Any) -> Summary:
-    settings = settings_for(stack, buckets)
+    return migrate_with(settings_for(stack, buckets), concurrency=8, **options)
+
+
+def migrate_with(
+    settings: Settings,
+    engine_class: type[TransferEngine] = TransferEngine,
+    concurrency: int = 4,
+    **options: Any,
+) -> Summary:
     clients = build_clients(settings)
-    engine = TransferEngine(clients.source, clients.target, settings)
+    engine = engine_class(clients.source, clients.target, settings)
     try:
-        return Migration(engine, Options(concurrency=8, processes=1, **options)).run()
+        return Migration(engine, Options(concurrency=concurrency, processes=1, **options)).run()
     finally:
         engine.close()
 
@@ -821,17 +829,6 @@ class RewritingProxy(FaultProxy):
         request.end_headers()
         if request.command != "HEAD":
             request.wfile.write(payload)
-
-
-def migrate_with(
-    settings: Settings, engine_class: type[TransferEngine] = TransferEngine, **options: Any
-) -> Summary:
-    clients = build_clients(settings)
-    engine = engine_class(clients.source, clients.target, settings)
-    try:
-        return Migration(engine, Options(concurrency=4, processes=1, **options)).run()
-    finally:
-        engine.close()
 
 
 def test_intelligent_tiering_archive_tiers_are_archived_not_missing(

@@ -15,10 +15,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
-from moto.server import ThreadedMotoServer
 
 from local_stack.fault_proxy import FaultPlan, FaultProxy
 from local_stack.seaweed import SeaweedS3
@@ -31,44 +29,10 @@ from replicator.errors import (
     UnstorableKeyError,
 )
 from replicator.reconcile import Outcome, Reconciler, head, source_absent
-from replicator.settings import Settings
 from replicator.transfer import TransferEngine
+from tests.integration.support import drop_bucket, moto_client, settings_for, settings_through
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def lyve() -> Iterator[SeaweedS3]:
-    with SeaweedS3() as server:
-        yield server
-
-
-def settings_for(
-    lyve: SeaweedS3, source_bucket: str, target_bucket: str, target_url: str | None = None, **tuning: Any
-) -> Settings:
-    return Settings(
-        source_bucket=source_bucket,
-        source_endpoint_url=lyve.endpoint_url,
-        source_access_key_id=lyve.access_key,
-        source_secret_access_key=lyve.secret_key,
-        source_addressing_style="path",
-        target_bucket=target_bucket,
-        target_endpoint_url=target_url or lyve.endpoint_url,
-        target_access_key_id=lyve.access_key,
-        target_secret_access_key=lyve.secret_key,
-        allow_http_endpoints=True,
-        max_attempts=2,
-        **tuning,
-    )
-
-
-def drop_bucket(client: Any, bucket: str) -> None:
-    for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
-        client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for entry in page.get("Contents", []):
-            client.delete_object(Bucket=bucket, Key=entry["Key"])
-    client.delete_bucket(Bucket=bucket)
 
 
 class Ends:
@@ -313,47 +277,17 @@ def test_a_target_refusing_copies_onto_itself_gets_the_bytes_again(
             made.close()
 
 
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    """moto's S3 as an AWS source: it holds keys SeaweedFS (like Lyve Cloud) cannot."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 def test_a_key_the_target_cannot_hold_fails_before_the_target_is_asked(
     lyve: SeaweedS3, moto_url: str
 ) -> None:
     name = uuid.uuid4().hex[:10]
-    aws = boto3.client(
-        "s3",
-        endpoint_url=moto_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    aws = moto_client(moto_url)
     aws.create_bucket(Bucket=f"aws-{name}")
     key = "photos/" + "x" * 300 + ".jpg"  # one segment over 255 bytes
     aws.put_object(Bucket=f"aws-{name}", Key=key, Body=b"jpeg")
     admin = lyve.client()
     admin.create_bucket(Bucket=f"dst-{name}")
-    settings = Settings(
-        source_bucket=f"aws-{name}",
-        source_endpoint_url=moto_url,
-        source_access_key_id="testing",
-        source_secret_access_key="testing",
-        source_addressing_style="path",
-        target_bucket=f"dst-{name}",
-        target_endpoint_url=lyve.endpoint_url,
-        target_access_key_id=lyve.access_key,
-        target_secret_access_key=lyve.secret_key,
-        allow_http_endpoints=True,
-        max_attempts=2,
-    )
+    settings = settings_through(moto_url, ("testing", "testing"), lyve, (f"aws-{name}", f"dst-{name}"))
     clients = build_clients(settings)
     engine = TransferEngine(clients.source, clients.target, settings)
     asked: list[str] = []

@@ -12,56 +12,22 @@ import os
 import re
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from local_stack.seaweed import SeaweedS3
-from replicator.clients import Endpoint, build_clients
+from replicator.clients import Endpoint
 from replicator.errors import CancelledError
 from replicator.objects import META_MD5, META_SOURCE_ETAG
 from replicator.reconcile import head
 from replicator.transfer import MARKER_PART, TransferEngine
-from tests.integration.test_transfer import (
-    RefusingProxy,
-    drop_bucket,
-    engine_through,
-    make_engine,
-    put_source,
-    settings_for,
-    uploads_left,
-)
+from tests.integration.support import RefusingProxy, engine_through, make_engine, put_source, uploads_left
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
 PART = 5 * MIB
-
-
-@pytest.fixture(scope="module")
-def lyve() -> Iterator[SeaweedS3]:
-    with SeaweedS3() as server:
-        yield server
-
-
-@pytest.fixture(params=["lean", "boto3"])
-def request_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("LEAN_REQUESTS", str(request.param == "lean").lower())
-    return str(request.param)
-
-
-@pytest.fixture
-def ends(lyve: SeaweedS3, request_path: str) -> Iterator[tuple[Endpoint, Endpoint]]:
-    name = uuid.uuid4().hex[:10]
-    admin = lyve.client()
-    for bucket in (f"src-{name}", f"dst-{name}"):
-        admin.create_bucket(Bucket=bucket)
-    clients = build_clients(settings_for(lyve, f"src-{name}", f"dst-{name}"))
-    yield clients.source, clients.target
-    for bucket in (f"src-{name}", f"dst-{name}"):
-        drop_bucket(admin, bucket)
 
 
 class Recorder:
@@ -78,13 +44,13 @@ class Recorder:
         real_read, real_upload = engine._read_range, engine._upload_part
         lock = threading.Lock()
 
-        def read(obj: Any, start: int, length: int) -> Any:
+        def read(obj: Any, start: int, length: int, *rest: Any) -> Any:
             with lock:
                 self.read.append(start)
-            return real_read(obj, start, length)
+            return real_read(obj, start, length, *rest)
 
-        def upload(obj: Any, upload_id: str, number: int, data: Any, checksum: str | None) -> str:
-            etag = real_upload(obj, upload_id, number, data, checksum)
+        def upload(obj: Any, upload_id: str, number: int, data: Any, checksum: str | None, *rest: Any) -> str:
+            etag = real_upload(obj, upload_id, number, data, checksum, *rest)
             with lock:
                 if number == MARKER_PART:
                     self.markers += 1
@@ -113,6 +79,19 @@ def interrupted_copy(
     assert engine.budget.in_use == 0
     assert head(target, key) is None  # never completed once told to stop
     return [u for u in uploads_left(target) if u["Key"] == key]
+
+
+def resumed_copy(
+    ends: tuple[Endpoint, Endpoint], key: str, monkeypatch: pytest.MonkeyPatch, **tuning: Any
+) -> tuple[Any, Recorder]:
+    """The next copy of the key after an interruption: its result, and what it read and sent."""
+    engine = make_engine(ends, part_size_mib=5, **tuning)
+    recorder = Recorder(engine, monkeypatch)
+    try:
+        result = engine.copy(head(ends[0], key))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    return result, recorder
 
 
 def parts_of(target: Endpoint, key: str, upload_id: str) -> dict[int, int]:
@@ -157,12 +136,7 @@ def test_an_interrupted_copy_resumes_with_only_the_missing_parts(
     assert len(left) == 1  # kept for the next attempt, and only that one
     assert parts_of(target, "big.bin", left[0]["UploadId"]).keys() == {1, 2, 3, MARKER_PART}
 
-    engine = make_engine(ends, part_size_mib=5)
-    recorder = Recorder(engine, monkeypatch)
-    try:
-        result = engine.copy(head(source, "big.bin"))  # type: ignore[arg-type]
-    finally:
-        engine.close()
+    result, recorder = resumed_copy(ends, "big.bin", monkeypatch)
     assert sorted(recorder.sent) == [4, 5, 6] and recorder.markers == 0
     assert sorted(recorder.read) == [3 * PART, 4 * PART, 5 * PART]
     assert (result.parts, result.resumed_bytes) == (6, 3 * PART)
@@ -183,12 +157,7 @@ def test_an_upload_of_another_source_version_is_aborted_not_resumed(
     rewritten = os.urandom(4 * PART)  # same size, same layout, other bytes
     put_source(source, "moved.bin", rewritten)
 
-    engine = make_engine(ends, part_size_mib=5)
-    recorder = Recorder(engine, monkeypatch)
-    try:
-        result = engine.copy(head(source, "moved.bin"))  # type: ignore[arg-type]
-    finally:
-        engine.close()
+    result, recorder = resumed_copy(ends, "moved.bin", monkeypatch)
     assert sorted(recorder.sent) == [1, 2, 3, 4] and result.resumed_bytes == 0
     assert target.client.get_object(Bucket=target.bucket, Key="moved.bin")["Body"].read() == rewritten
     assert uploads_left(target) == []  # the other version's upload was aborted
@@ -208,12 +177,7 @@ def test_an_upload_whose_marker_does_not_match_starts_over(
         PartNumber=MARKER_PART,
         Body=b"other",
     )
-    engine = make_engine(ends, part_size_mib=5)
-    recorder = Recorder(engine, monkeypatch)
-    try:
-        result = engine.copy(head(source, "tampered.bin"))  # type: ignore[arg-type]
-    finally:
-        engine.close()
+    result, recorder = resumed_copy(ends, "tampered.bin", monkeypatch)
     assert sorted(recorder.sent) == [1, 2, 3, 4] and result.resumed_bytes == 0
     assert target.client.get_object(Bucket=target.bucket, Key="tampered.bin")["Body"].read() == data
     assert uploads_left(target) == []
@@ -228,12 +192,7 @@ def test_a_chained_copy_resumes_and_passes_the_etag_chain(
     (upload,) = interrupted_copy(ends, "chain.bin", monkeypatch, stop_after=2)
     assert parts_of(target, "chain.bin", upload["UploadId"]).keys() == {1, 2, MARKER_PART}
 
-    engine = make_engine(ends, part_size_mib=5)
-    recorder = Recorder(engine, monkeypatch)
-    try:
-        result = engine.copy(head(source, "chain.bin"))  # type: ignore[arg-type]
-    finally:
-        engine.close()
+    result, recorder = resumed_copy(ends, "chain.bin", monkeypatch)
     assert sorted(recorder.sent) == [3, 4, 5]
     assert result.resumed_bytes == 2 * 6 * MIB
     got = target.client.get_object(Bucket=target.bucket, Key="chain.bin")
@@ -258,12 +217,7 @@ def test_a_chained_resume_over_tampered_parts_starts_over(
         PartNumber=2,
         Body=os.urandom(6 * MIB),
     )
-    engine = make_engine(ends, part_size_mib=5)
-    recorder = Recorder(engine, monkeypatch)
-    try:
-        result = engine.copy(head(source, "swapped.bin"))  # type: ignore[arg-type]
-    finally:
-        engine.close()
+    result, recorder = resumed_copy(ends, "swapped.bin", monkeypatch)
     assert sorted(recorder.sent) == [1, 2, 3, 3]  # part 3 on the resumed upload, then all afresh
     assert result.resumed_bytes == 0
     got = target.client.get_object(Bucket=target.bucket, Key="swapped.bin")
@@ -286,12 +240,7 @@ def test_a_part_uploaded_twice_is_sent_again_not_kept(
         PartNumber=1,
         Body=os.urandom(6 * MIB),
     )
-    engine = make_engine(ends, part_size_mib=5)
-    recorder = Recorder(engine, monkeypatch)
-    try:
-        result = engine.copy(head(source, "twice.bin"))  # type: ignore[arg-type]
-    finally:
-        engine.close()
+    result, recorder = resumed_copy(ends, "twice.bin", monkeypatch)
     assert sorted(recorder.sent) == [1, 3] and result.resumed_bytes == 6 * MIB
     got = target.client.get_object(Bucket=target.bucket, Key="twice.bin")
     assert got["Body"].read() == data and got["ETag"].strip('"') == result.source_etag
@@ -304,12 +253,7 @@ def test_with_the_whole_object_md5_kept_parts_are_read_again_but_not_sent(
     data = os.urandom(3 * 6 * MIB)
     put_source(source, "hashed.bin", data, multipart_part=6 * MIB)
     interrupted_copy(ends, "hashed.bin", monkeypatch, stop_after=1, whole_object_md5=True)
-    engine = make_engine(ends, part_size_mib=5, whole_object_md5=True)
-    recorder = Recorder(engine, monkeypatch)
-    try:
-        result = engine.copy(head(source, "hashed.bin"))  # type: ignore[arg-type]
-    finally:
-        engine.close()
+    result, recorder = resumed_copy(ends, "hashed.bin", monkeypatch, whole_object_md5=True)
     assert sorted(recorder.sent) == [2, 3] and len(recorder.read) == 3
     got = target.client.get_object(Bucket=target.bucket, Key="hashed.bin")
     assert got["Body"].read() == data
@@ -359,8 +303,8 @@ def test_an_interruption_stops_the_copy_at_once(
     slow_read = engine._read_range
     stopped_at: list[float] = []
 
-    def read(obj: Any, start: int, length: int) -> Any:
-        data = slow_read(obj, start, length)
+    def read(obj: Any, start: int, length: int, *rest: Any) -> Any:
+        data = slow_read(obj, start, length, *rest)
         time.sleep(0.3)  # a slow source: the interruption finds reads under way
         return data
 
@@ -414,12 +358,7 @@ def test_an_upload_failing_on_passing_trouble_is_kept_and_resumed(
     (upload,) = uploads_left(target)
     assert parts_of(target, "throttled.bin", upload["UploadId"]).keys() == {1, 2, MARKER_PART}
 
-    engine = make_engine(ends, part_size_mib=5)
-    recorder = Recorder(engine, monkeypatch)
-    try:
-        result = engine.copy(head(source, "throttled.bin"))  # type: ignore[arg-type]
-    finally:
-        engine.close()
+    result, recorder = resumed_copy(ends, "throttled.bin", monkeypatch)
     assert sorted(recorder.sent) == [3, 4] and result.resumed_bytes == 2 * PART
     assert target.client.get_object(Bucket=target.bucket, Key="throttled.bin")["Body"].read() == data
     assert uploads_left(target) == []

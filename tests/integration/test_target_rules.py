@@ -33,45 +33,13 @@ from replicator.clients import Endpoint, build_clients
 from replicator.errors import UnstorableKeyError
 from replicator.lean_s3 import LeanS3
 from replicator.reconcile import Reconciler, head
-from replicator.settings import Settings
 from replicator.target_rules import explain_refusal
 from replicator.transfer import TransferEngine
+from tests.integration.support import drop_bucket, settings_for
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
 LONG = "L" * 256
-
-
-@pytest.fixture(scope="module")
-def lyve() -> Iterator[SeaweedS3]:
-    with SeaweedS3() as server:
-        yield server
-
-
-def settings_for(lyve: SeaweedS3, source_bucket: str, target_bucket: str, **tuning: Any) -> Settings:
-    return Settings(
-        source_bucket=source_bucket,
-        source_endpoint_url=lyve.endpoint_url,
-        source_access_key_id=lyve.access_key,
-        source_secret_access_key=lyve.secret_key,
-        source_addressing_style="path",
-        target_bucket=target_bucket,
-        target_endpoint_url=lyve.endpoint_url,
-        target_access_key_id=lyve.access_key,
-        target_secret_access_key=lyve.secret_key,
-        allow_http_endpoints=True,
-        max_attempts=2,
-        **tuning,
-    )
-
-
-def drop_bucket(client: Any, bucket: str) -> None:
-    for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
-        client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for entry in page.get("Contents", []):
-            client.delete_object(Bucket=bucket, Key=entry["Key"])
-    client.delete_bucket(Bucket=bucket)
 
 
 class Target:

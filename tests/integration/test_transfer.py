@@ -13,15 +13,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
-from local_stack.fault_proxy import FaultPlan, FaultProxy
 from local_stack.seaweed import SeaweedS3
 from migrate.uploads import cleanup_uploads
-from replicator.clients import Endpoint, build_clients
+from replicator.clients import Endpoint
 from replicator.errors import (
     ArchivedObjectError,
     EncryptedSourceError,
@@ -31,83 +28,20 @@ from replicator.errors import (
 )
 from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo
 from replicator.reconcile import head
-from replicator.settings import Settings
 from replicator.transfer import MARKER_PART, TransferEngine
+from tests.integration.support import (
+    HEADERS,
+    RefusingProxy,
+    drop_bucket,
+    engine_through,
+    make_engine,
+    moto_client,
+    put_source,
+    uploads_left,
+)
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def lyve() -> Iterator[SeaweedS3]:
-    with SeaweedS3() as server:
-        yield server
-
-
-@pytest.fixture(params=["lean", "boto3"])
-def request_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("LEAN_REQUESTS", str(request.param == "lean").lower())
-    return str(request.param)
-
-
-def settings_for(lyve: SeaweedS3, source_bucket: str, target_bucket: str, **tuning: Any) -> Settings:
-    return Settings(
-        source_bucket=source_bucket,
-        source_endpoint_url=lyve.endpoint_url,
-        source_access_key_id=lyve.access_key,
-        source_secret_access_key=lyve.secret_key,
-        source_addressing_style="path",
-        target_bucket=target_bucket,
-        target_endpoint_url=lyve.endpoint_url,
-        target_access_key_id=lyve.access_key,
-        target_secret_access_key=lyve.secret_key,
-        allow_http_endpoints=True,
-        max_attempts=2,
-        **tuning,
-    )
-
-
-def drop_bucket(client: Any, bucket: str) -> None:
-    """Empty and delete a bucket: each bucket holds SeaweedFS volumes, of which a server has
-    about 75."""
-    for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
-        client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for entry in page.get("Contents", []):
-            client.delete_object(Bucket=bucket, Key=entry["Key"])
-    client.delete_bucket(Bucket=bucket)
-
-
-@pytest.fixture
-def ends(lyve: SeaweedS3, request_path: str) -> Iterator[tuple[Endpoint, Endpoint]]:
-    """Source and target buckets, reached through clients configured as in production."""
-    name = uuid.uuid4().hex[:10]
-    admin = lyve.client()
-    for bucket in (f"src-{name}", f"dst-{name}"):
-        admin.create_bucket(Bucket=bucket)
-    clients = build_clients(settings_for(lyve, f"src-{name}", f"dst-{name}"))
-    yield clients.source, clients.target
-    for bucket in (f"src-{name}", f"dst-{name}"):
-        drop_bucket(admin, bucket)
-
-
-def make_engine(ends: tuple[Endpoint, Endpoint], **tuning: Any) -> TransferEngine:
-    lyve_url = ends[1].url
-    settings = Settings(
-        source_bucket=ends[0].bucket,
-        target_bucket=ends[1].bucket,
-        target_endpoint_url=lyve_url,
-        target_access_key_id="unused",
-        target_secret_access_key="unused-secret",
-        allow_http_endpoints=True,
-        max_attempts=2,
-        **tuning,
-    )
-    engine = TransferEngine(ends[0], ends[1], settings)
-    lean = settings.lean_requests
-    # The path under test is the one really taken (not a silent fallback to boto3).
-    assert (engine._lean_source is not None, engine._lean_target is not None) == (lean, lean)
-    return engine
 
 
 def fail_part(engine: TransferEngine, number: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -157,8 +91,8 @@ def flip_byte_on_read(
     real = engine._read_range
     flipped: list[int] = []
 
-    def read(obj: Any, start: int, length: int) -> bytes:
-        data = bytes(real(obj, start, length))
+    def read(obj: Any, start: int, length: int, *rest: Any) -> bytes:
+        data = bytes(real(obj, start, length, *rest))
         if start == at and not (once and flipped):
             flipped.append(start)
             return bytes([data[0] ^ 0xFF]) + data[1:]
@@ -166,42 +100,6 @@ def flip_byte_on_read(
 
     monkeypatch.setattr(engine, "_read_range", read)
     return flipped
-
-
-HEADERS = {
-    "ContentType": "video/mp4",
-    "ContentEncoding": "identity",
-    "ContentDisposition": 'attachment; filename="clip.mp4"',
-    "ContentLanguage": "en-GB",
-    "CacheControl": "max-age=600",
-    "Expires": datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
-}
-
-
-def put_source(end: Endpoint, key: str, data: bytes, multipart_part: int | None = None) -> None:
-    if multipart_part is None:
-        end.client.put_object(Bucket=end.bucket, Key=key, Body=data, Metadata={"owner": "qa"}, **HEADERS)
-        return
-    upload = end.client.create_multipart_upload(
-        Bucket=end.bucket, Key=key, Metadata={"owner": "qa"}, **HEADERS
-    )
-    parts = []
-    for number, start in enumerate(range(0, len(data), multipart_part), 1):
-        etag = end.client.upload_part(
-            Bucket=end.bucket,
-            Key=key,
-            UploadId=upload["UploadId"],
-            PartNumber=number,
-            Body=data[start : start + multipart_part],
-        )["ETag"]
-        parts.append({"PartNumber": number, "ETag": etag})
-    end.client.complete_multipart_upload(
-        Bucket=end.bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
-    )
-
-
-def uploads_left(end: Endpoint) -> list[Any]:
-    return end.client.list_multipart_uploads(Bucket=end.bucket).get("Uploads", [])  # type: ignore[no-any-return]
 
 
 THRESHOLD = 8 * MIB
@@ -364,10 +262,10 @@ def _part_checksums(engine: TransferEngine, monkeypatch: pytest.MonkeyPatch) -> 
     calls: list[bool] = []
     real = engine._upload_part
 
-    def record(obj: Any, upload_id: str, number: int, data: Any, content_md5: str | None) -> str:
+    def record(obj: Any, upload_id: str, number: int, data: Any, content_md5: str | None, *rest: Any) -> str:
         if number != MARKER_PART:  # the resume marker always carries its Content-MD5
             calls.append(content_md5 is not None)
-        return real(obj, upload_id, number, data, content_md5)
+        return real(obj, upload_id, number, data, content_md5, *rest)
 
     monkeypatch.setattr(engine, "_upload_part", record)
     return calls
@@ -573,71 +471,6 @@ def test_a_multipart_copy_records_the_source_etag_without_a_self_copy(
         assert META_MD5 not in got["Metadata"] and result.md5 is None
 
 
-class RefusingProxy(FaultProxy):
-    """Forwards to the server, except requests `rule` answers itself: (status, S3 error code or
-    None for a bare answer[, message]). Records every request as (method, path, Range header)."""
-
-    def __init__(self, upstream: str, rule: Any) -> None:
-        super().__init__(upstream, FaultPlan())
-        self.rule = rule
-        self.seen: list[tuple[str, str, str | None]] = []
-
-    def __enter__(self) -> RefusingProxy:
-        self.start()
-        return self
-
-    def handle(self, request: Any) -> None:
-        self.seen.append((request.command, request.path, request.headers.get("Range")))
-        answer = self.rule(request.command, request.path)
-        if answer is None:
-            super().handle(request)
-            return
-        status, code, *said = answer
-        message = said[0] if said else "refused"
-        length = int(request.headers.get("Content-Length") or 0)
-        if length:
-            request.rfile.read(length)
-        payload = (
-            b""
-            if code is None or request.command == "HEAD"
-            else (
-                f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
-            )
-        )
-        request.send_response(status)
-        request.send_header("Content-Length", str(len(payload)))
-        request.end_headers()
-        request.wfile.write(payload)
-
-
-def engine_through(
-    source_url: str,
-    source_keys: tuple[str, str],
-    lyve: SeaweedS3,
-    buckets: tuple[str, str],
-    target_url: str | None = None,
-    **tuning: Any,
-) -> TransferEngine:
-    """An engine whose ends are reached at these URLs (a proxy in front of a server, moto)."""
-    settings = Settings(
-        source_bucket=buckets[0],
-        source_endpoint_url=source_url,
-        source_access_key_id=source_keys[0],
-        source_secret_access_key=source_keys[1],
-        source_addressing_style="path",
-        target_bucket=buckets[1],
-        target_endpoint_url=target_url or lyve.endpoint_url,
-        target_access_key_id=lyve.access_key,
-        target_secret_access_key=lyve.secret_key,
-        allow_http_endpoints=True,
-        **({"max_attempts": 2} | tuning),
-    )
-    clients = build_clients(settings)
-    engine = TransferEngine(clients.source, clients.target, settings)
-    assert (engine._lean_source is not None) == settings.lean_requests
-    return engine
-
-
 def test_a_source_refusing_every_get_is_asked_at_most_max_attempts_times_per_range(
     lyve: SeaweedS3, ends: tuple[Endpoint, Endpoint]
 ) -> None:
@@ -772,29 +605,11 @@ def test_abort_uploads_takes_exactly_the_key(ends: tuple[Endpoint, Endpoint]) ->
 # -- sources that cannot be read, keys that cannot be stored ----------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    """moto's S3 as an AWS source: storage classes, SSE-KMS, keys SeaweedFS cannot hold."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def aws_source(moto_url: str, lyve: SeaweedS3, request_path: str) -> Iterator[tuple[Any, str, str]]:
     """(moto S3 client, source bucket, target bucket on SeaweedFS)."""
     name = uuid.uuid4().hex[:10]
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=moto_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = moto_client(moto_url)
     s3.create_bucket(Bucket=f"aws-{name}")
     lyve.client().create_bucket(Bucket=f"dst-{name}")
     yield s3, f"aws-{name}", f"dst-{name}"

@@ -8,10 +8,9 @@ import time
 
 import pytest
 
-from replicator.clients import build_clients
 from replicator.objects import ObjectInfo
-from replicator.settings import Settings
-from replicator.transfer import TransferEngine, _GrewError, _LargerError
+from replicator.transfer import _GrewError, _LargerError
+from tests.helpers import engine_for
 from tests.unit.test_lean_http import CannedServer, lean_for, partial
 
 MIB = 1024 * 1024
@@ -41,25 +40,6 @@ def test_a_body_over_the_limit_is_left_unread_and_the_connection_dropped() -> No
 def test_a_body_without_a_length_is_read_up_to_the_limit(limit: int, expected: bytes | None) -> None:
     with CannedServer([CHUNKED]) as server:
         assert lean_for(server.url).get_object("k", max_size=limit)[1] == expected
-
-
-def engine_for(url: str, lean: bool) -> TransferEngine:
-    settings = Settings(
-        source_bucket="bucket",
-        source_endpoint_url=url,
-        source_access_key_id="AKIDEXAMPLE",
-        source_secret_access_key="secret",
-        source_addressing_style="path",
-        target_bucket="bucket",
-        target_endpoint_url=url,
-        target_access_key_id="AKIDEXAMPLE",
-        target_secret_access_key="secret",
-        allow_http_endpoints=True,
-        lean_requests=lean,
-        max_attempts=1,
-    )
-    clients = build_clients(settings)
-    return TransferEngine(clients.source, clients.target, settings)
 
 
 @pytest.mark.parametrize("lean", [True, False])

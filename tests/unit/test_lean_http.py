@@ -26,11 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from local_stack.seaweed import free_port
-from replicator.clients import build_clients
 from replicator.lean_s3 import LeanS3, LeanUnsupported, _QuickHeadersResponse
 from replicator.objects import ObjectInfo
-from replicator.settings import Settings
-from replicator.transfer import TransferEngine
+from tests.helpers import engine_for
 
 
 class FakeSocket:
@@ -376,22 +374,7 @@ def test_behind_a_proxy_copies_go_through_it_with_boto3(network_env: pytest.Monk
     ]
     with CannedServer(answers) as proxy:
         network_env.setenv("HTTP_PROXY", proxy.url)
-        settings = Settings(
-            source_bucket="src-bucket",
-            source_endpoint_url=endpoint,
-            source_access_key_id="AKIDSOURCE",
-            source_secret_access_key="source-secret",
-            source_addressing_style="path",
-            target_bucket="dst-bucket",
-            target_endpoint_url=endpoint,
-            target_access_key_id="AKIDTARGET",
-            target_secret_access_key="target-secret",
-            allow_http_endpoints=True,
-            lean_requests=True,
-            max_attempts=1,
-        )
-        clients = build_clients(settings)
-        engine = TransferEngine(clients.source, clients.target, settings)
+        engine = engine_for(endpoint, True, "src-bucket", "dst-bucket")
         try:
             assert engine._lean_source is None and engine._lean_target is None
             engine.copy(ObjectInfo(key="k", size=len(body), etag=etag, complete=False))
