@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal, NamedTuple
 
 from botocore.exceptions import ClientError
@@ -56,7 +55,7 @@ from replicator.objects import ObjectInfo, metadata_matches, target_matches
 from replicator.reconcile import head, source_absent
 from replicator.runtime import quiet_garbage_collector
 from replicator.settings import Settings
-from replicator.transfer import TransferEngine
+from replicator.transfer import TransferEngine, response_time
 
 log = get_logger("migrate")
 
@@ -716,14 +715,14 @@ class Migration:
                 Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
             )
             failed = {e["Key"]: e.get("Code", "error") for e in response.get("Errors", [])}
-            when = dict.fromkeys(keys, _server_time(response))
+            when = dict.fromkeys(keys, _target_clock(response))
         except ClientError as exc:
             # Some stores reject the batch call (checksum headers); delete one by one instead.
             log.warning("delete_objects_unsupported", error=describe(exc))
             failed = {}
             for key in keys:
                 try:
-                    when[key] = _server_time(client.delete_object(Bucket=bucket, Key=key))
+                    when[key] = _target_clock(client.delete_object(Bucket=bucket, Key=key))
                 except ClientError as one:
                     failed[key] = error_code(one) or "error"
         for key in keys:
@@ -747,13 +746,9 @@ class Migration:
         deleted.clear()
 
 
-def _server_time(response: Any) -> datetime:
-    """The target's clock at a response (its Date header), to compare with its upload times."""
-    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
-    try:
-        return parsedate_to_datetime(date) if date else datetime.now(UTC)
-    except (TypeError, ValueError):
-        return datetime.now(UTC)
+def _target_clock(response: Any) -> datetime:
+    """The target's clock at a response, to compare with its upload times (ours if it sent none)."""
+    return response_time(response) or datetime.now(UTC)
 
 
 def default_processes() -> int:
