@@ -22,7 +22,7 @@ DOCKER ?= docker
 IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 
 .PHONY: help setup lint format test test-unit test-integration test-faults check-infra demo bench \
-        migrate migrate-local status redrive package image-tag image push deploy destroy clean
+        migrate migrate-local plan-shards status redrive package image-tag image push deploy destroy clean
 
 help:
 	@grep -E '^## ' Makefile | sed 's/^## //'
@@ -127,6 +127,12 @@ migrate: setup
 	mkdir -p build
 	$(TF) -chdir=$(TF_DIR) output -json > build/terraform-outputs.json
 	$(PY) -m migrate.ecs --outputs build/terraform-outputs.json --shards $(SHARDS) -- $(MIGRATE_ARGS)
+
+## plan-shards      the split points for SHARDS=n tasks (for drift_repair.splits in terraform.tfvars)
+plan-shards: setup
+	mkdir -p build
+	$(TF) -chdir=$(TF_DIR) output -json > build/terraform-outputs.json
+	$(PY) -m migrate.ecs --outputs build/terraform-outputs.json --shards $(SHARDS) --plan-only -- $(MIGRATE_ARGS)
 
 ## destroy          terraform destroy (the source bucket and the target are left alone)
 destroy: image-tag

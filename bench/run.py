@@ -9,6 +9,10 @@ Contenders:
 - lyve-replicator: `python -m migrate` at default settings.
 - rclone: `rclone copy src:bucket dst:bucket`, two remotes, concurrency matched to ours.
 - old method: `aws s3 cp --recursive` to local disk, then up (what the earlier projects did).
+
+Then the listing scenarios (bench/listing.py): `--check` of an identical 100,000-key pair against
+`rclone check`, sharded checks, memory and temporary disk against bucket size, and the time to the
+first copy.
 """
 
 from __future__ import annotations
@@ -19,20 +23,23 @@ import json
 import os
 import random
 import shutil
+import stat
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from boto3.s3.transfer import TransferConfig
 
+from bench import listing
 from local_stack.seaweed import SeaweedS3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,8 +74,8 @@ class Measurement:
         return self.objects / self.seconds
 
 
-def _tree_rss(root_pid: int) -> int:
-    """Resident memory of a process and all its descendants, in bytes (from /proc)."""
+def _tree(root_pid: int) -> dict[int, int]:
+    """The resident memory of a process and each of its descendants, in bytes (from /proc)."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -82,27 +89,70 @@ def _tree_rss(root_pid: int) -> int:
             continue
         children.setdefault(ppid, []).append(int(entry))
         rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
-    total, stack = 0, [root_pid]
+    tree: dict[int, int] = {}
+    stack = [root_pid]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        tree[pid] = rss.get(pid, 0)
         stack.extend(children.get(pid, []))
-    return total
+    return tree
 
 
-def measure(argv: list[str], env: dict[str, str]) -> tuple[float, int, int, str]:
-    """Run a command; wall seconds, peak RSS of its process tree, exit code, stderr tail."""
+def _temp_bytes(directory: Path, pids: Iterable[int]) -> int:
+    """Disk held under `directory`: its files, and files there that the processes still hold
+    open after unlinking them (SQLite's temporary files live that way)."""
+    held: dict[tuple[int, int], int] = {}
+    for root, _, files in os.walk(directory):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            held[(info.st_dev, info.st_ino)] = info.st_blocks * 512
+    inside = f"{directory}{os.sep}"
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if not os.readlink(f"{fd_dir}/{fd}").startswith(inside):
+                    continue
+                info = os.stat(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                held[(info.st_dev, info.st_ino)] = info.st_blocks * 512
+    return sum(held.values())
+
+
+class Measured(NamedTuple):
+    seconds: float
+    peak_rss: int  # bytes, the whole process tree
+    code: int
+    stderr: str  # its tail
+    peak_temp: int  # bytes under the watched directory (0 when none is watched)
+
+
+def measure(argv: list[str], env: dict[str, str], watch_dir: Path | None = None) -> Measured:
+    """Run a command; wall seconds, peak RSS of its process tree, exit code, stderr tail and,
+    given a directory (its TMPDIR), the peak disk held there."""
     started = time.monotonic()
     process = subprocess.Popen(
         argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
-    peak = 0
+    peak = peak_temp = 0
     stop = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak, peak_temp
         while not stop.is_set():
-            peak = max(peak, _tree_rss(process.pid))
+            tree = _tree(process.pid)
+            peak = max(peak, sum(tree.values()))
+            if watch_dir is not None:
+                peak_temp = max(peak_temp, _temp_bytes(watch_dir, tree))
             stop.wait(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -111,7 +161,7 @@ def measure(argv: list[str], env: dict[str, str]) -> tuple[float, int, int, str]
     elapsed = time.monotonic() - started
     stop.set()
     sampler.join()
-    return elapsed, peak, process.returncode, stderr.decode(errors="replace")[-2000:]
+    return Measured(elapsed, peak, process.returncode, stderr.decode(errors="replace")[-2000:], peak_temp)
 
 
 class Bench:
@@ -175,21 +225,30 @@ class Bench:
             k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_", "SOURCE_", "TARGET_"))
         }
 
-    def ours(self, source_bucket: str, target_bucket: str) -> tuple[list[str], dict[str, str]]:
-        env = self._base_env() | {
+    def ours_env(
+        self,
+        source_bucket: str,
+        target_bucket: str,
+        source_url: str | None = None,
+        target_url: str | None = None,
+    ) -> dict[str, str]:
+        """The environment a user sets for `python -m migrate` (endpoints default to the servers)."""
+        return self._base_env() | {
             "SOURCE_BUCKET": source_bucket,
-            "SOURCE_ENDPOINT_URL": self.source.endpoint_url,
+            "SOURCE_ENDPOINT_URL": source_url or self.source.endpoint_url,
             "SOURCE_ACCESS_KEY_ID": self.source.access_key,
             "SOURCE_SECRET_ACCESS_KEY": self.source.secret_key,
             "SOURCE_ADDRESSING_STYLE": "path",
             "SOURCE_REGION": "us-east-1",
             "TARGET_BUCKET": target_bucket,
-            "TARGET_ENDPOINT_URL": self.target.endpoint_url,
+            "TARGET_ENDPOINT_URL": target_url or self.target.endpoint_url,
             "TARGET_ACCESS_KEY_ID": self.target.access_key,
             "TARGET_SECRET_ACCESS_KEY": self.target.secret_key,
             "ALLOW_HTTP_ENDPOINTS": "true",
-            "LOG_LEVEL": "WARNING",
         }
+
+    def ours(self, source_bucket: str, target_bucket: str) -> tuple[list[str], dict[str, str]]:
+        env = self.ours_env(source_bucket, target_bucket) | {"LOG_LEVEL": "WARNING"}
         argv = [
             sys.executable,
             "-m",
@@ -201,7 +260,8 @@ class Bench:
         ]
         return argv, env
 
-    def rclone(self, source_bucket: str, target_bucket: str) -> tuple[list[str], dict[str, str]]:
+    def rclone_env(self) -> dict[str, str]:
+        """Two remotes, SRC: and DST:, for rclone started with `--config /dev/null`."""
         env = self._base_env()
         for name, server in (("SRC", self.source), ("DST", self.target)):
             env |= {
@@ -213,6 +273,10 @@ class Bench:
                 f"RCLONE_CONFIG_{name}_REGION": "us-east-1",
                 f"RCLONE_CONFIG_{name}_FORCE_PATH_STYLE": "true",
             }
+        return env
+
+    def rclone(self, source_bucket: str, target_bucket: str) -> tuple[list[str], dict[str, str]]:
+        env = self.rclone_env()
         argv = [
             str(BIN / "rclone"),
             "copy",
@@ -259,56 +323,67 @@ class Bench:
 
 
 CONTENDERS = ("lyve-replicator", "rclone", "old-method")
+SCENARIO_GROUPS = ("copies", "listing")  # the copy scenarios, then bench/listing.py's
+
+
+def copy_scenarios(bench: Bench, args: argparse.Namespace) -> list[Measurement]:
+    measurements: list[Measurement] = []
+    scenarios = {
+        "small": bench.prepare("small", args.small_count, 0),
+        "large": bench.prepare("large", 0, args.large_mib),
+    }
+    for scenario, (objects, total) in scenarios.items():
+        print(f"{scenario}: {objects} objects, {total / MIB:.1f} MiB in the source", flush=True)
+        # One unmeasured copy first: the target's first writes allocate its volumes and
+        # fill caches, a cost that would otherwise land on whoever runs first.
+        warm_bucket = bench.fresh_target(f"t-{scenario}-warm-up")
+        measure(*bench.rclone(f"{SOURCE_BUCKET}-{scenario}", warm_bucket))
+        bench.drop_target(warm_bucket)
+        for run_index in range(args.runs):
+            order = list(CONTENDERS)
+            order = order[run_index % len(order) :] + order[: run_index % len(order)]  # alternate
+            for contender in order:
+                target_bucket = bench.fresh_target(f"t-{scenario}-{contender}-{run_index}")
+                build = {
+                    "lyve-replicator": bench.ours,
+                    "rclone": bench.rclone,
+                    "old-method": bench.old_method,
+                }[contender]
+                argv, env = build(f"{SOURCE_BUCKET}-{scenario}", target_bucket)
+                seconds, peak, code, stderr, _ = measure(argv, env)
+                arrived, size = bench.drop_target(target_bucket)
+                ok = code == 0 and arrived == objects and size == total
+                if not ok:
+                    print(f"  {contender} FAILED (exit {code}, {arrived}/{objects}): {stderr}", flush=True)
+                m = Measurement(scenario, contender, run_index, seconds, peak / MIB, objects, total, ok)
+                measurements.append(m)
+                print(
+                    f"  run {run_index} {contender:16s} {seconds:7.2f}s {m.mb_per_s:8.1f} MB/s "
+                    f"{m.objects_per_s:8.1f} obj/s  peak RSS {m.peak_rss_mib:7.1f} MiB",
+                    flush=True,
+                )
+    return measurements
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     measurements: list[Measurement] = []
+    listing_result: dict[str, Any] | None = None
     try:
         with SeaweedS3() as source, SeaweedS3() as target:
             bench = Bench(source, target, workdir)
-            scenarios = {
-                "small": bench.prepare("small", args.small_count, 0),
-                "large": bench.prepare("large", 0, args.large_mib),
-            }
-            for scenario, (objects, total) in scenarios.items():
-                print(f"{scenario}: {objects} objects, {total / MIB:.1f} MiB in the source", flush=True)
-                # One unmeasured copy first: the target's first writes allocate its volumes and
-                # fill caches, a cost that would otherwise land on whoever runs first.
-                warm_bucket = bench.fresh_target(f"t-{scenario}-warm-up")
-                measure(*bench.rclone(f"{SOURCE_BUCKET}-{scenario}", warm_bucket))
-                bench.drop_target(warm_bucket)
-                for run_index in range(args.runs):
-                    order = list(CONTENDERS)
-                    order = order[run_index % len(order) :] + order[: run_index % len(order)]  # alternate
-                    for contender in order:
-                        target_bucket = bench.fresh_target(f"t-{scenario}-{contender}-{run_index}")
-                        build = {
-                            "lyve-replicator": bench.ours,
-                            "rclone": bench.rclone,
-                            "old-method": bench.old_method,
-                        }[contender]
-                        argv, env = build(f"{SOURCE_BUCKET}-{scenario}", target_bucket)
-                        seconds, peak, code, stderr = measure(argv, env)
-                        arrived, size = bench.drop_target(target_bucket)
-                        ok = code == 0 and arrived == objects and size == total
-                        if not ok:
-                            print(
-                                f"  {contender} FAILED (exit {code}, {arrived}/{objects}): {stderr}",
-                                flush=True,
-                            )
-                        m = Measurement(
-                            scenario, contender, run_index, seconds, peak / MIB, objects, total, ok
-                        )
-                        measurements.append(m)
-                        print(
-                            f"  run {run_index} {contender:16s} {seconds:7.2f}s {m.mb_per_s:8.1f} MB/s "
-                            f"{m.objects_per_s:8.1f} obj/s  peak RSS {m.peak_rss_mib:7.1f} MiB",
-                            flush=True,
-                        )
+            if "copies" in args.only:
+                measurements = copy_scenarios(bench, args)
+            if "listing" in args.only:
+                listing_result = listing.run_all(
+                    bench, measure, args.runs, args.listing_keys, args.listing_small_keys
+                )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return summarize(measurements, args)
+    result = summarize(measurements, args)
+    if listing_result is not None:
+        result["listing"] = listing_result
+    return result
 
 
 def summarize(measurements: list[Measurement], args: argparse.Namespace) -> dict[str, Any]:
@@ -366,10 +441,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['date']}, {result['machine']['cores']} cores, Python {result['machine']['python']}; "
         f"medians of {result['settings']['runs']} alternating runs after one unmeasured warm-up copy; "
         "two SeaweedFS servers on loopback as source and target. Written by `make bench`.",
-        "",
-        "| scenario | contender | MB/s | objects/s | peak RSS (MiB) | x rclone | runs ahead of rclone |",
-        "|---|---|---:|---:|---:|---:|---:|",
     ]
+    if any(result["medians"].values()):
+        lines += [
+            "",
+            "| scenario | contender | MB/s | objects/s | peak RSS (MiB) | x rclone | runs ahead of rclone |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
     titles = {
         "large": f"1 object of {result['settings']['large_mib']} MiB",
         "small": f"{result['settings']['small_count']} objects of 4-64 KiB",
@@ -390,6 +468,8 @@ def markdown(result: dict[str, Any]) -> str:
         "The old method's figure includes its local disk round trip (`aws s3 cp` down, then up).",
         "",
     ]
+    if "listing" in result:
+        lines += listing.markdown(result["listing"])
     return "\n".join(lines)
 
 
@@ -398,6 +478,17 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "5")))
     parser.add_argument("--small-count", type=int, default=2000)
     parser.add_argument("--large-mib", type=int, default=1024)
+    parser.add_argument("--listing-keys", type=int, default=100_000, help="keys in the listing pair")
+    parser.add_argument(
+        "--listing-small-keys", type=int, default=10_000, help="keys in the pair memory is compared with"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SCENARIO_GROUPS,
+        default=list(SCENARIO_GROUPS),
+        help="scenario groups to run (default: all)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     args = parser.parse_args()
     result = run(args)

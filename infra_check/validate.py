@@ -33,7 +33,9 @@ from infra_check.provider import RUN_DIR_ENV, SCHEMA_ENV
 # Anything from the caller's environment that changes what Terraform does (TF_CLI_ARGS,
 # TF_DATA_DIR, TF_PLUGIN_CACHE_DIR, TF_CLI_CONFIG_FILE, TF_LOG ...) is left out.
 _DROPPED_ENV_PREFIXES = ("TF_", "CHECKPOINT_")
-_IGNORED_FILES = shutil.ignore_patterns(".terraform", ".terraform.lock.hcl", "*.tfstate*", "*.tfvars")
+_IGNORED_FILES = shutil.ignore_patterns(
+    ".terraform", ".terraform.lock.hcl", "*.tfstate*", "*.tfvars", "*.tfvars.json"
+)
 
 
 class SetupError(Exception):

@@ -127,7 +127,7 @@ class FaultProxy:
             upstream.close()
         with self._lock:
             self.plan.forwarded += 1
-        request.send_response(response.status, response.reason)
+        request.send_response_only(response.status, response.reason)
         for name, value in response.getheaders():
             if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
                 request.send_header(name, value)

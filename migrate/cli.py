@@ -16,11 +16,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from migrate.filters import KeyFilter, parse_shard, parse_size, parse_when
+from migrate.inventory import InventoryError, InventoryListing, open_inventory
 from migrate.plan import Action
 from migrate.progress import Progress
-from migrate.runner import DEFAULT_MAX_DELETE, Migration, Options, Summary, default_processes
+from migrate.run_metrics import emf_document, emit, run_dimensions
+from migrate.runner import (
+    DEFAULT_MAX_DELETE,
+    Migration,
+    Options,
+    ShardSplitsError,
+    Summary,
+    default_processes,
+)
 from migrate.uploads import cleanup_uploads
-from replicator.runtime import EXIT_STARTUP, start
+from replicator.runtime import EXIT_CONFIG, EXIT_STARTUP, start
+from replicator.settings import Settings
 
 EXIT_DIFFERENT = 1
 EXIT_DELETES_REFUSED = 4
@@ -35,6 +45,17 @@ def parse_max_delete(text: str) -> int | None:
     if not text.strip().isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is neither a count (0, 1000, ...) nor 'unlimited'")
     return int(text)
+
+
+def parse_splits(text: str) -> tuple[str, ...]:
+    """A JSON list of keys."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--splits is not JSON: {exc}") from None
+    if not isinstance(value, list) or not all(isinstance(key, str) for key in value):
+        raise argparse.ArgumentTypeError("--splits must be a JSON list of keys (from --plan-shards)")
+    return tuple(value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         help="abort incomplete multipart uploads on the target (with --older-than)",
     )
     f = p.add_argument_group("filters")
+    f.add_argument(
+        "--source-inventory",
+        metavar="URI",
+        help="list the source from this S3 Inventory report (s3://BUCKET/KEY/manifest.json or a "
+        "local path; CSV) instead of LIST requests",
+    )
     f.add_argument("--prefix", default="", help="only keys under this prefix")
     f.add_argument("--include", action="append", default=[], metavar="GLOB", help="only keys matching")
     f.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip keys matching")
@@ -86,7 +113,20 @@ def _parser() -> argparse.ArgumentParser:
         type=parse_shard,
         default=(0, 1),
         metavar="I/N",
-        help="only keys whose hash falls in shard I of N (split across N tasks)",
+        help="only key range I of N (split across N tasks; see --splits)",
+    )
+    f.add_argument(
+        "--splits",
+        type=parse_splits,
+        metavar="JSON",
+        help="with --shard: the N-1 split points from --plan-shards N, the same for every shard "
+        "(without it each shard finds them itself: fine for a bucket nobody writes to meanwhile)",
+    )
+    mode.add_argument(
+        "--plan-shards",
+        type=int,
+        metavar="N",
+        help="print the split points for N shards as JSON (a few requests to the source) and exit",
     )
     t = p.add_argument_group("tuning")
     t.add_argument("--concurrency", type=int, default=32, help="objects in flight (default 32)")
@@ -104,6 +144,11 @@ def _parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report here")
     o.add_argument("--progress", choices=["auto", "bar", "log", "none"], default="auto")
+    o.add_argument(
+        "--metrics",
+        action="store_true",
+        help="print the run's result as one CloudWatch EMF line on stdout (scheduled repairs)",
+    )
     return p
 
 
@@ -197,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--check compares only; it does not combine with --delete or --dry-run")
     if args.concurrency < 1 or args.processes < 1:
         parser.error("--concurrency and --processes must be at least 1")
+    if args.splits is not None and len(args.splits) != args.shard[1] - 1:
+        parser.error(f"--shard {args.shard[0]}/{args.shard[1]} needs {args.shard[1] - 1} --splits keys")
+    if args.plan_shards is not None and args.plan_shards < 1:
+        parser.error("--plan-shards needs a count of at least 1")
+    if args.source_inventory and args.reverse:
+        parser.error("--source-inventory describes the AWS source: it does not combine with --reverse")
     runtime = start(reverse=args.reverse)
     if isinstance(runtime, int):
         return runtime
@@ -230,12 +281,54 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.concurrency,
         processes=args.processes,
         stream_target_listing=args.stream_target_listing,
+        splits=args.splits,
     )
-    with Progress(args.progress) as progress:
-        migration = Migration(runtime.engine, options, progress, clients=runtime.clients)
-        signal.signal(signal.SIGTERM, migration.stop)
-        signal.signal(signal.SIGINT, migration.stop)
-        summary = migration.run()
+    inventory: InventoryListing | None = None
+    if args.source_inventory:
+        try:
+            inventory = open_inventory(
+                args.source_inventory,
+                runtime.clients.source.client,
+                runtime.clients.source.bucket,
+                keep=options.key_filter.key_selected,
+                attempts=runtime.settings.max_attempts,
+            )
+        except InventoryError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            runtime.engine.close()
+            return EXIT_CONFIG
+    try:
+        if args.plan_shards is not None:
+            planner = Migration(runtime.engine, options, clients=runtime.clients, source_listing=inventory)
+            splits = planner.plan_shards(args.plan_shards)
+            requests = planner.summary.listing["discovery_requests"]
+            print(json.dumps({"shards": args.plan_shards, "splits": splits, "discovery_requests": requests}))
+            return 0
+        with Progress(args.progress) as progress:
+            migration = Migration(
+                runtime.engine, options, progress, clients=runtime.clients, source_listing=inventory
+            )
+            signal.signal(signal.SIGTERM, migration.stop)
+            signal.signal(signal.SIGINT, migration.stop)
+            try:
+                summary = migration.run()
+            except ShardSplitsError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                if args.metrics:
+                    _emit_metrics(migration.summary.settle(), runtime.settings, args.check, failed=True)
+                return EXIT_CONFIG
+            except BaseException:
+                # A run that died still reports (a failure): a silent shard must not look clean.
+                if args.metrics:
+                    _emit_metrics(migration.summary.settle(), runtime.settings, args.check, failed=True)
+                raise
+    finally:
+        if inventory is not None:
+            inventory.close()
+        if args.plan_shards is not None:
+            runtime.engine.close()
+    if inventory is not None:
+        summary.listing["inventory_created"] = inventory.created.isoformat()
     runtime.engine.close()
     _print_summary(summary, options)
     if args.report:
@@ -254,7 +347,23 @@ def main(argv: list[str] | None = None) -> int:
             **summary.as_dict(),
         }
         args.report.write_text(json.dumps(report, indent=2, default=str))
+    if args.metrics:
+        _emit_metrics(summary, runtime.settings, args.check)
     return exit_code(summary)
+
+
+def _emit_metrics(summary: Summary, settings: Settings, check: bool, failed: bool = False) -> None:
+    report = summary.as_dict()
+    if failed:
+        report["cancelled"] = True  # counted as a failed run
+    emit(
+        emf_document(
+            report,
+            namespace=settings.metrics_namespace,
+            dimensions=run_dimensions(settings.queue_url),
+            check=check,
+        )
+    )
 
 
 if __name__ == "__main__":

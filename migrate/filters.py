@@ -1,9 +1,8 @@
-"""Which keys a migration looks at: prefix, globs, sizes, ages, and its shard of the key space."""
+"""Which keys a migration looks at: prefix, globs, sizes, ages (and the shard it was given)."""
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,10 +44,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def shard_of(key: str, count: int) -> int:
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % count
-
-
 @dataclass(frozen=True)
 class KeyFilter:
     prefix: str = ""
@@ -58,7 +53,7 @@ class KeyFilter:
     max_size: int | None = None
     newer_than: datetime | None = None  # modified at or after
     older_than: datetime | None = None  # modified before
-    shard: tuple[int, int] = (0, 1)
+    shard: tuple[int, int] = (0, 1)  # key range i of n: the runner lists only that range
     _patterns: tuple[re.Pattern[str], ...] = field(default=(), init=False, repr=False, compare=False)
 
     def key_selected(self, key: str) -> bool:
@@ -67,10 +62,7 @@ class KeyFilter:
             return False
         if self.include and not any(fnmatch.fnmatchcase(key, p) for p in self.include):
             return False
-        if any(fnmatch.fnmatchcase(key, p) for p in self.exclude):
-            return False
-        index, count = self.shard
-        return count == 1 or shard_of(key, count) == index
+        return not any(fnmatch.fnmatchcase(key, p) for p in self.exclude)
 
     def object_selected(self, obj: ObjectInfo) -> bool:
         """Size and age: properties of the source object."""

@@ -8,21 +8,27 @@ that, and the caller then re-reads that side through `sorted_on_disk`, an SQLite
 
 from __future__ import annotations
 
+import http.client
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from migrate.keyspace import key_before
 from replicator.aws_endpoint import on_aws
 from replicator.clients import Endpoint
-from replicator.errors import SourceBucketMissingError, describe, error_code
+from replicator.errors import SourceBucketMissingError, describe, error_code, request_retrying
+from replicator.lean_s3 import LeanS3, LeanUnsupported
 from replicator.logs import get_logger
 from replicator.objects import ObjectInfo
+from replicator.settings import Settings
 
 log = get_logger("migrate.listing")
 
@@ -76,6 +82,128 @@ def list_entries(endpoint: Endpoint, prefix: str = "") -> Iterator[Mapping[str, 
         args.update(ContinuationToken=token, MaxKeys=PAGE_KEYS)
 
 
+class Lister(Protocol):
+    """Pages of one side's keys: every key under `prefix` after `start_after`, in the store's
+    order, as ListObjectsV2 entries (Key, Size, ETag, LastModified, StorageClass)."""
+
+    side: str
+    requests: int
+
+    def pages(
+        self, prefix: str, start_after: str | None, max_keys: int = PAGE_KEYS
+    ) -> Iterator[list[dict[str, Any]]]: ...
+
+
+class StoreLister:
+    """A store's listing: ListObjectsV2 on the lean HTTP path when the endpoint allows it (a
+    page costs a tenth of the CPU), else boto3; counts its requests and notes the store's
+    Server header (the hint to its listing order)."""
+
+    def __init__(self, endpoint: Endpoint, lean: LeanS3 | None = None, attempts: int = 3) -> None:
+        self.endpoint = endpoint
+        # Throttling and 5xx answers are tried again (the lean path has no botocore retries):
+        # one 503 SlowDown must not stop a listing of 10^9 keys.
+        self._retry = request_retrying(attempts)
+        self.side = endpoint.name
+        self.requests = 0
+        self.server = ""
+        self._lean = lean
+        self._count = threading.Lock()
+        # Restored archived objects are readable: S3 says which, in the listing, when asked.
+        # Other stores may refuse the header, and have no archive classes to restore from.
+        self._attributes: tuple[str, ...] = ("RestoreStatus",) if on_aws(endpoint) else ()
+
+    def pages(
+        self, prefix: str, start_after: str | None, max_keys: int = PAGE_KEYS
+    ) -> Iterator[list[dict[str, Any]]]:
+        token: str | None = None
+        while True:
+            page = self._page(prefix, start_after, token, max_keys)
+            yield page.get("Contents", [])
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+            if not token:
+                raise RuntimeError(f"the {self.side} listing is truncated but gives no continuation token")
+            max_keys = PAGE_KEYS
+
+    def folders(self, prefix: str) -> tuple[list[str], list[str], bool]:
+        """One page of the folder `prefix` listed with Delimiter "/": the keys directly in it,
+        its subfolders (each ending in "/"), and whether there is more."""
+        page = self._page(prefix, None, None, PAGE_KEYS, "/")
+        files = [entry["Key"] for entry in page.get("Contents", [])]
+        folders = [entry["Prefix"] for entry in page.get("CommonPrefixes", [])]
+        return files, folders, bool(page.get("IsTruncated"))
+
+    def _page(
+        self,
+        prefix: str,
+        start_after: str | None,
+        token: str | None,
+        max_keys: int,
+        delimiter: str | None = None,
+    ) -> Any:
+        with self._count:
+            self.requests += 1
+        try:
+            page = self._retry(lambda: self._request(prefix, start_after, token, max_keys, delimiter))
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchBucket" and self.side == "source":
+                # Never an empty listing: an empty source would turn --delete into "delete all".
+                raise SourceBucketMissingError(
+                    f"the source bucket {self.endpoint.bucket!r} at {self.endpoint.url} does not exist"
+                ) from None
+            if error_code(exc) != "AccessDenied" or not self._attributes:
+                raise
+            # A policy may allow listing but not the optional attributes: list without them
+            # (a restored object is then taken for archived).
+            log.warning("listing_without_restore_status", error=describe(exc))
+            self._attributes = ()
+            return self._page(prefix, start_after, token, max_keys, delimiter)
+        if not self.server:
+            self.server = str(page.get("Server") or "")
+        return page
+
+    def _request(
+        self, prefix: str, start_after: str | None, token: str | None, max_keys: int, delimiter: str | None
+    ) -> Any:
+        lean = self._lean
+        if lean is not None:
+            try:
+                return lean.list_objects(prefix, start_after, token, max_keys, self._attributes, delimiter)
+            except LeanUnsupported as exc:
+                log.info("lean_listing_off", side=self.side, reason=str(exc))
+                self._lean = None
+            except (OSError, http.client.HTTPException, ET.ParseError) as exc:
+                # A transport error or a page cut short: this page goes through boto3 and its
+                # retry policy.
+                log.debug("lean_listing_retried", side=self.side, error=describe(exc))
+        args: dict[str, Any] = {"Bucket": self.endpoint.bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if start_after is not None:
+            args["StartAfter"] = start_after
+        if token is not None:
+            args["ContinuationToken"] = token
+        if delimiter is not None:
+            args["Delimiter"] = delimiter
+        if self._attributes:
+            args["OptionalObjectAttributes"] = list(self._attributes)
+        page: dict[str, Any] = dict(self.endpoint.client.list_objects_v2(**args))
+        page["Server"] = page.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("server", "")
+        return page
+
+
+def lean_client(endpoint: Endpoint, settings: Settings) -> LeanS3 | None:
+    if not settings.lean_requests:
+        return None
+    try:
+        return LeanS3(
+            endpoint.client, endpoint.bucket, settings.connect_timeout_seconds, settings.read_timeout_seconds
+        )
+    except LeanUnsupported as exc:
+        log.debug("lean_path_off", side=endpoint.name, reason=str(exc))
+        return None
+
+
 def list_bucket(endpoint: Endpoint, prefix: str = "") -> Iterator[ObjectInfo]:
     return map(ObjectInfo.from_listing, list_entries(endpoint, prefix))
 
@@ -108,8 +236,18 @@ def in_byte_order(listing: Iterable[ObjectInfo], side: str) -> Iterator[ObjectIn
 
 
 def sorted_on_disk(
-    entries: Iterable[Mapping[str, Any]], directory: str | None = None
+    entries: Iterable[Mapping[str, Any]],
+    directory: str | None = None,
+    order_key: Callable[[str], bytes] = lambda key: key.encode("utf-8"),
 ) -> Iterator[ObjectInfo]:
+    return map(ObjectInfo.from_listing, sorted_entries_on_disk(entries, directory, order_key))
+
+
+def sorted_entries_on_disk(
+    entries: Iterable[Mapping[str, Any]],
+    directory: str | None = None,
+    order_key: Callable[[str], bytes] = lambda key: key.encode("utf-8"),
+) -> Iterator[dict[str, Any]]:
     """Spill listing entries to SQLite and read them back in byte order (BLOB keys sort by
     memcmp). Every field the filters and the merge use survives: size, ETag, LastModified,
     StorageClass, restore state; `ObjectInfo.from_listing` builds the objects on both paths."""
@@ -121,20 +259,21 @@ def sorted_on_disk(
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
         db.execute(
-            "CREATE TABLE objects (k BLOB PRIMARY KEY, size INTEGER, etag TEXT, modified TEXT,"
+            "CREATE TABLE objects (o BLOB PRIMARY KEY, k TEXT, size INTEGER, etag TEXT, modified TEXT,"
             " class TEXT, restoring INTEGER) WITHOUT ROWID"
         )
-        insert = "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?)"
-        batch: list[tuple[bytes, int, str | None, str | None, str | None, bool | None]] = []
+        insert = "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)"
+        batch: list[tuple[bytes, str, int, str | None, str | None, str | None, bool | None]] = []
         for entry in entries:
             modified = entry.get("LastModified")
             restore = entry.get("RestoreStatus")
             batch.append(
                 (
-                    sort_key(entry["Key"]),
+                    order_key(entry["Key"]),
+                    entry["Key"],
                     int(entry["Size"]),
                     entry.get("ETag"),
-                    modified.isoformat() if isinstance(modified, datetime) else None,
+                    modified.isoformat() if isinstance(modified, datetime) else modified,
                     entry.get("StorageClass"),
                     bool(restore.get("IsRestoreInProgress")) if restore else None,
                 )
@@ -144,34 +283,22 @@ def sorted_on_disk(
                 batch.clear()
         db.executemany(insert, batch)
         db.commit()
-        rows = db.execute("SELECT k, size, etag, modified, class, restoring FROM objects ORDER BY k")
+        rows = db.execute("SELECT k, size, etag, modified, class, restoring FROM objects ORDER BY o")
         for key, size, etag, modified, storage_class, restoring in rows:
-            row: dict[str, Any] = {"Key": key.decode("utf-8"), "Size": size, "ETag": etag}
+            row: dict[str, Any] = {"Key": key, "Size": size, "ETag": etag}
             if modified is not None:
-                row["LastModified"] = datetime.fromisoformat(modified)
+                row["LastModified"] = modified  # text: objects.timestamp reads it when needed
             if storage_class is not None:
                 row["StorageClass"] = storage_class
             if restoring is not None:
                 row["RestoreStatus"] = {"IsRestoreInProgress": bool(restoring)}
-            yield ObjectInfo.from_listing(row)
+            yield row
         db.close()
     finally:
         path.unlink(missing_ok=True)
 
 
 # -- confirming absence before a delete ------------------------------------------------------
-
-
-def key_before(key: str) -> str:
-    """A string just below `key` in byte order, for StartAfter: only strings that start with the
-    result itself lie between the two (UTF-8 byte order is code point order)."""
-    last = ord(key[-1])
-    if last == 0:
-        return key[:-1]
-    below = last - 1
-    if 0xD800 <= below <= 0xDFFF:  # surrogates are not characters: skip to the one before
-        below = 0xD7FF
-    return key[:-1] + chr(below) + "\U0010ffff"
 
 
 def listed_now(endpoint: Endpoint, keys: Sequence[str]) -> set[str]:
@@ -315,3 +442,34 @@ class OrderedMembership:
         while self._current is not None and self._current < wanted:
             self._advance()
         return self._current == wanted
+
+
+class KeySet:
+    """Keys (with a size) on disk, in no particular order when added; read back in byte order,
+    and asked for membership by index: decisions arrive from ranges listed in parallel."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        fd, name = tempfile.mkstemp(prefix="keyset-", suffix=".sqlite", dir=directory)
+        os.close(fd)
+        self.path = Path(name)
+        self.count = 0
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE keys (k BLOB PRIMARY KEY, size INTEGER) WITHOUT ROWID")
+
+    def add(self, key: str, size: int = 0) -> None:
+        cursor = self._db.execute("INSERT OR IGNORE INTO keys VALUES (?, ?)", (sort_key(key), size))
+        self.count += cursor.rowcount
+
+    def __contains__(self, key: object) -> bool:
+        assert isinstance(key, str)
+        return self._db.execute("SELECT 1 FROM keys WHERE k = ?", (sort_key(key),)).fetchone() is not None
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        for key, size in self._db.execute("SELECT k, size FROM keys ORDER BY k"):
+            yield key.decode("utf-8"), size
+
+    def remove(self) -> None:
+        self._db.close()
+        self.path.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ class Progress:
         self.bytes_done = 0
         self.failed = 0
         self.listing_complete = False
-        self._finished: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
+        self._finished: queue.SimpleQueue[tuple[int, bool, int]] = queue.SimpleQueue()
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._bar: Any = None
@@ -88,15 +88,20 @@ class Progress:
 
     def done(self, decision: Decision, size: int, failed: bool = False) -> None:
         # Called from copy threads: no lock (it convoys under the GIL); the ticker folds these in.
-        self._finished.put((size, failed))
+        self._finished.put((size, failed, 1))
+
+    def skipped(self, count: int) -> None:
+        """Identical pairs counted together (from the merge loop)."""
+        self.objects_total += count
+        self._finished.put((0, False, count))
 
     def _settle(self) -> None:
         while True:
             try:
-                size, failed = self._finished.get_nowait()
+                size, failed, count = self._finished.get_nowait()
             except queue.Empty:
                 return
-            self.objects_done += 1
+            self.objects_done += count
             self.bytes_done += size
             self.failed += int(failed)
 

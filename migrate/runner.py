@@ -9,6 +9,7 @@ a key the source holds again by then is not deleted.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import queue
@@ -19,24 +20,19 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from botocore.exceptions import ClientError
 
+from migrate.discovery import shard_ranges
 from migrate.filters import KeyFilter
-from migrate.listing import (
-    KeyFile,
-    ListingOrderError,
-    OrderedMembership,
-    in_byte_order,
-    list_bucket,
-    list_entries,
-    listed_now,
-    sorted_on_disk,
-)
-from migrate.plan import Action, Decision, MergeStats, merge, source_newer
+from migrate.keyspace import KeyRange, Order, ordered, ranges_between
+from migrate.listing import KeySet, Lister, ListingOrderError, StoreLister, lean_client, listed_now
+from migrate.plan import Action, Decision, MergeStats, source_newer
 from migrate.progress import Progress
 from migrate.uploads import abort_uploads_of
+from migrate.walk import Plan, Skipped, Walk, detect_order
 from replicator.clients import Clients, Endpoint, build_clients
 from replicator.errors import (
     ArchivedObjectError,
@@ -65,6 +61,10 @@ ABORT_CHUNK = 10_000  # deleted keys whose incomplete uploads are looked up in o
 DEFAULT_MAX_DELETE = 1000
 
 
+class ShardSplitsError(ValueError):
+    """--splits that do not cut the key space into --shard's N ranges."""
+
+
 @dataclass(frozen=True)
 class Options:
     key_filter: KeyFilter = field(default_factory=KeyFilter)
@@ -76,6 +76,8 @@ class Options:
     concurrency: int = 32
     processes: int = 1
     stream_target_listing: bool = False
+    # Split points shared by every shard (from --plan-shards): None, each shard finds its own.
+    splits: tuple[str, ...] | None = None
 
 
 OutcomeKind = Literal["done", "archived", "unstorable", "gone", "failed"]
@@ -106,7 +108,7 @@ def outcome_of(key: str, size: int, exc: BaseException, source: Endpoint | None 
                 return CopyOutcome(key, size, "gone", GONE)
         except Exception as probe:  # unconfirmed (a missing bucket included): the failure stands
             log.debug("source_look_failed", key=key, error=describe(probe))
-    return CopyOutcome(key, size, "failed", describe(exc))
+    return CopyOutcome(key, size, "failed", describe(exc) or repr(exc))
 
 
 def tier_unknown(source: ObjectInfo | None) -> bool:
@@ -145,10 +147,19 @@ class Summary:
     source_missing: str = ""
     seconds: float = 0.0
     cancelled: bool = False
+    listing: dict[str, Any] = field(default_factory=dict)
     _events: queue.SimpleQueue[tuple[str, str, Any]] = field(default_factory=queue.SimpleQueue, repr=False)
 
     def plan(self, action: Action, size: int) -> None:
         self._events.put(("plan", action.value, size))
+
+    def unplan(self, action: Action, size: int) -> None:
+        """Take back a plan that turned into another action (one key, one planned action)."""
+        self._events.put(("unplan", action.value, size))
+
+    def skipped(self, count: int, size: int) -> None:
+        """`count` identical pairs, planned and done at once."""
+        self._events.put(("skipped", str(count), size))
 
     def finish(self, action: Action, size: int) -> None:
         self._events.put(("done", action.value, size))
@@ -183,6 +194,16 @@ class Summary:
             if kind == "plan":
                 self.planned[name] += 1
                 self.planned_bytes[name] += value
+            elif kind == "skipped":
+                for counter, amount in ((self.planned, int(name)), (self.done, int(name))):
+                    counter[Action.SKIP.value] += amount
+                self.planned_bytes[Action.SKIP.value] += value
+                self.done_bytes[Action.SKIP.value] += value
+            elif kind == "unplan":
+                self.planned[name] -= 1
+                self.planned_bytes[name] -= value
+                if not self.planned[name]:
+                    del self.planned[name], self.planned_bytes[name]
             elif kind == "done":
                 self.done[name] += 1
                 self.done_bytes[name] += value
@@ -200,6 +221,22 @@ class Summary:
                 self.gone.append(name)
             else:
                 self.unverified += 1
+
+    def start_over(self) -> None:
+        """Before a second pass over sorted listings, which decides every key afresh: only the
+        copies made stay counted (the second pass finds them on the target, as skipped);
+        everything else, failures included, is forgotten and decided again."""
+        self.listing_restarts += 1
+        made = {Action.COPY.value, Action.REPLACE.value, Action.METADATA.value}
+        for counter in (self.done, self.done_bytes):
+            for name in [name for name in counter if name not in made]:
+                del counter[name]
+        self.planned = Counter({name: self.done[name] for name in made if self.done.get(name)})
+        self.planned_bytes = Counter({name: self.done_bytes[name] for name in self.planned})
+        for items in (self.failures, self.differences, self.archived, self.unstorable, self.gone):
+            items.clear()
+        self.deletes_skipped.clear()
+        self.unverified = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -220,6 +257,7 @@ class Summary:
             "listing_restarts": self.listing_restarts,
             "seconds": round(self.seconds, 3),
             "cancelled": self.cancelled,
+            "listing": self.listing,
         }
 
 
@@ -287,6 +325,7 @@ class Migration:
         options: Options,
         progress: Progress | None = None,
         clients: Clients | None = None,
+        source_listing: Lister | None = None,
     ) -> None:
         self.engine = engine
         self.clients = clients  # handed to child processes, which renew them
@@ -306,49 +345,49 @@ class Migration:
         settings = engine.settings
         self._retrying = object_retrying(settings.source_changed_restarts, settings.integrity_restarts)
         self._listing_proves_absence = True  # until the source answers a listing out of order
+        self._listers: tuple[Lister, Lister] | None = None
+        self._source_listing = source_listing  # an S3 Inventory in place of LIST requests
+        self._shard_range: KeyRange | None = None  # found once: a pass started over keeps it
+        self._first_plan: Plan | None = None
+        self._started = time.monotonic() - process_age()
+        self._first_copy: float | None = None
+        self.summary.listing["first_copy_seconds"] = None
+        self.summary.listing["discovery_requests"] = 0
+        self.summary.listing["newer_than_inventory"] = 0
 
     # -- entry point --------------------------------------------------------------------------
 
     def run(self) -> Summary:
         started = time.monotonic()
-        sort_source = False
-        handled: KeyFile | None = None  # keys decided in a pass that had to start over
+        force_sorted = False
         try:
             while True:
-                deletes = KeyFile()
-                # The first pass records the keys it decides on: if the source listing turns out
-                # not to be in byte order, the sorted pass skips them (they are counted and
-                # queued already) instead of counting or copying them a second time.
-                decided = None if sort_source else KeyFile()
+                deletes = KeySet()
                 try:
-                    stats = self._pass(sort_source, deletes, decided, OrderedMembership(handled))
+                    stats = self._pass(force_sorted, deletes)
                     if not self.cancel.is_set():
                         self._plan_deletes(deletes)
                         self._deletes(deletes, stats)
                     break
                 except ListingOrderError as exc:
-                    if exc.side != "source" or sort_source:
+                    if force_sorted:
                         raise
-                    # Decisions so far were copies of truly missing keys (the target side is
-                    # sorted); the deletes collected are dropped (not counted yet): start over,
-                    # sorted, after what is queued has finished.
-                    log.warning("listing_not_in_byte_order", side=exc.side, detail=str(exc))
+                    # A store answered out of the order it is known for: start over with both
+                    # sides sorted on disk, once what is queued has finished. The deletes
+                    # collected are dropped (not counted yet); copies made stand, and the
+                    # second pass finds them on the target (counted again, as skipped).
+                    log.warning("listing_not_in_expected_order", side=exc.side, detail=str(exc))
                     self._flush_small()
                     self._wait_all()
-                    self.summary.settle().listing_restarts += 1
-                    handled, decided = decided, None
-                    sort_source = True
+                    self.summary.settle().start_over()
+                    force_sorted = True
                 finally:
                     deletes.remove()
-                    if decided is not None:
-                        decided.remove()
         except SourceBucketMissingError as exc:
             # Nothing (more) is deleted: a missing bucket lists nothing and every key looks gone.
             self.summary.source_missing = str(exc)
             log.error("source_bucket_missing", error=str(exc))
         finally:
-            if handled is not None:
-                handled.remove()
             self._wait_all()
             self._threads.shutdown(wait=True)
             if self._processes is not None:
@@ -356,6 +395,9 @@ class Migration:
             self.summary.settle()
             self.summary.seconds = time.monotonic() - started
             self.summary.cancelled = self.cancel.is_set()
+            if self._listers is not None:
+                source, target = self._listers
+                self.summary.listing.update(source_requests=source.requests, target_requests=target.requests)
         return self.summary
 
     def stop(self, *_: Any) -> None:
@@ -365,37 +407,82 @@ class Migration:
 
     # -- one pass over the listings -----------------------------------------------------------
 
-    def _listings(self, sort_source: bool) -> tuple[Iterator[ObjectInfo], Iterator[ObjectInfo]]:
-        prefix = self.options.key_filter.prefix
-        source: Iterable[ObjectInfo]
-        if sort_source:
-            source = sorted_on_disk(list_entries(self.source, prefix))
-        else:
-            source = in_byte_order(list_bucket(self.source, prefix), "source")
-        target: Iterable[ObjectInfo]
-        if self.options.stream_target_listing:
-            target = in_byte_order(list_bucket(self.target, prefix), "target")
-        else:
-            # Stores differ in listing order; sorting the target on disk costs no memory and
-            # means a wrong order can never make us copy what is already there.
-            target = sorted_on_disk(list_entries(self.target, prefix))
-        return _prefetch(source), _prefetch(target)
+    def _sides(self) -> tuple[Lister, Lister]:
+        if self._listers is None:
+            settings = self.engine.settings
+            attempts = settings.max_attempts
+            self._listers = (
+                self._source_listing
+                or StoreLister(self.source, lean_client(self.source, settings), attempts),
+                StoreLister(self.target, lean_client(self.target, settings), attempts),
+            )
+        return self._listers
 
-    def _pass(
-        self, sort_source: bool, deletes: KeyFile, decided: KeyFile | None, handled: OrderedMembership
-    ) -> MergeStats:
-        source, target = self._listings(sort_source)
-        stats = MergeStats()
-        for decision in merge(source, target, self.options.key_filter, stats):
+    def _plan(self, force_sorted: bool) -> Plan:
+        if self._first_plan is None:
+            source, target = self._sides()
+            target_order = Order.BYTE if self.options.stream_target_listing else detect_order(target)
+            self._first_plan = Plan.for_pair(detect_order(source), target_order)
+        if force_sorted:
+            # Sorted on disk, but in the first pass's order: a shard's range keeps its keys.
+            return Plan(self._first_plan.order, sort_source=True, sort_target=True)
+        return self._first_plan
+
+    def _ranges(self, plan: Plan) -> list[KeyRange]:
+        """The key ranges this run lists: all of them, or its shard's."""
+        index, count = self.options.key_filter.shard
+        if count == 1:
+            return [KeyRange()]
+        if self._shard_range is None:
+            splits = self.options.splits
+            if splits is None:
+                splits = self.plan_shards(count, plan)
+            elif len(splits) != count - 1 or any(
+                ordered(b, plan.order) < ordered(a, plan.order) for a, b in itertools.pairwise(splits)
+            ):
+                raise ShardSplitsError(
+                    f"--splits needs {count - 1} keys in the listing order of these stores "
+                    f"({plan.order.value}); run --plan-shards {count} again"
+                )
+            self._shard_range = ranges_between(list(splits))[index]
+            self.summary.listing["shard_range"] = [self._shard_range.start, self._shard_range.end]
+            log.info("shard_range", shard=f"{index}/{count}", range=self._shard_range.describe())
+        return [self._shard_range]
+
+    def plan_shards(self, count: int, plan: Plan | None = None) -> tuple[str, ...]:
+        """Split points for `count` shards, found with a few requests to the source. Shards of a
+        bucket being written to must share one set (--splits): found apart, minutes apart, they
+        may differ, and keys between the two answers would belong to no shard, or to two."""
+        plan = plan or self._plan(False)
+        ranges, requests = shard_ranges(self._sides()[0], plan.order, self.options.key_filter.prefix, count)
+        self.summary.listing["discovery_requests"] = requests
+        return tuple(r.start for r in ranges[1:] if r.start is not None)
+
+    def _pass(self, force_sorted: bool, deletes: KeySet) -> MergeStats:
+        plan = self._plan(force_sorted)
+        if self._copies_small_in_processes() and self._processes is None:
+            # Fork the copy processes now, before the 16 listing threads start: a child forked
+            # while a thread holds a lock (a connection pool's, the logger's) inherits it held.
+            # Only the progress ticker runs this early, and it holds none of the children's.
+            self._processes = self._start_processes()
+            self._processes.submit(int).result()
+        walk = Walk(*self._sides(), plan, self.options.key_filter, self._ranges(plan), cancel=self.cancel)
+        for seen, decision in enumerate(walk.decisions()):
             if self.cancel.is_set():
                 break
+            if seen % 1000 == 0:
+                self.summary.settle()  # events folded as they come: memory flat for any bucket
+            if isinstance(decision, Skipped):
+                self.summary.skipped(decision.keys, decision.size)
+                self.progress.skipped(decision.keys)
+                continue
             if decision.action is Action.DELETE:
+                if self._newer_than_inventory(decision.target):
+                    # Written after the inventory was taken: the event pipeline's, not extra.
+                    self.summary.listing["newer_than_inventory"] += 1
+                    continue
                 deletes.add(decision.key, decision.size)  # planned once the pass is complete
                 continue
-            if decision.key in handled:
-                continue
-            if decided is not None:
-                decided.add(decision.key)
             self.summary.plan(decision.action, decision.size)
             self.progress.planned(decision)
             if decision.action is Action.SKIP:
@@ -407,9 +494,18 @@ class Migration:
                 self._handle(decision)
         self._flush_small()
         self._wait_all()
-        return stats
+        stats = walk.stats
+        self.summary.listing.update(
+            order=plan.name,
+            ranges=stats.ranges,
+            splits=stats.splits,
+            split_probes=stats.probes,
+            keys_compared=stats.merge.keys,
+            keys_digest=f"{stats.merge.digest:016x}",
+        )
+        return stats.merge
 
-    def _plan_deletes(self, deletes: KeyFile) -> None:
+    def _plan_deletes(self, deletes: KeySet) -> None:
         for key, size in deletes:
             decision = Decision(Action.DELETE, key, None, None, "not in source")
             self.summary.plan(Action.DELETE, size)
@@ -440,6 +536,14 @@ class Migration:
                 self._flush_small()
         else:
             self._submit(self._copy, decision)
+
+    def _newer_than_inventory(self, target: ObjectInfo | None) -> bool:
+        created = getattr(self._source_listing, "created", None)
+        modified = target.last_modified if target is not None else None
+        return created is not None and modified is not None and modified >= created
+
+    def _copies_small_in_processes(self) -> bool:
+        return self.options.processes > 1 and not (self.options.check or self.options.dry_run)
 
     def _submit(self, fn: Callable[[Decision], None], decision: Decision) -> None:
         self._make_room()
@@ -490,6 +594,9 @@ class Migration:
         return source
 
     def _record(self, decision: Decision, outcome: CopyOutcome) -> None:
+        if outcome.kind == "done" and self._first_copy is None and decision.action is Action.COPY:
+            self._first_copy = time.monotonic() - self._started
+            self.summary.listing["first_copy_seconds"] = round(self._first_copy, 3)
         if outcome.kind == "done":
             self.summary.finish(decision.action, outcome.size)
             self.progress.done(decision, outcome.size)
@@ -595,6 +702,7 @@ class Migration:
                 return
             # The target will not copy an object onto itself: send the bytes instead.
             log.warning("metadata_update_refused", key=decision.key, error=describe(exc))
+            self.summary.unplan(Action.METADATA, decision.size)
             self.summary.plan(Action.REPLACE, decision.size)
             self._copy(Decision(Action.REPLACE, decision.key, source, target, "metadata update refused"))
             return
@@ -649,7 +757,7 @@ class Migration:
 
     # -- deletes ------------------------------------------------------------------------------
 
-    def _deletes(self, deletes: KeyFile, stats: MergeStats) -> None:
+    def _deletes(self, deletes: KeySet, stats: MergeStats) -> None:
         if self.options.check or self.options.dry_run or not self.options.delete or not deletes.count:
             return
         count = deletes.count
@@ -749,6 +857,16 @@ class Migration:
 def _target_clock(response: Any) -> datetime:
     """The target's clock at a response, to compare with its upload times (ours if it sent none)."""
     return response_time(response) or datetime.now(UTC)
+
+
+def process_age() -> float:
+    """Seconds since this process started (interpreter start-up included), from /proc; 0 elsewhere."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def default_processes() -> int:

@@ -37,6 +37,20 @@ def clean_etag(etag: str | None) -> str:
     return (etag or "").strip('"').lower()
 
 
+def plain_md5(etag: str) -> bool:
+    """An unquoted ETag that looks like a single-part MD5 (not `<md5>-<parts>`)."""
+    return bool(_PLAIN_MD5.match(etag))
+
+
+def timestamp(value: datetime | str) -> datetime:
+    """A listing's LastModified: a datetime (boto3), or its ISO 8601 text (the lean path parses
+    it only when an object is built from it)."""
+    if isinstance(value, datetime):
+        return value
+    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -104,7 +118,7 @@ class ObjectInfo:
             key=entry["Key"],
             size=int(entry["Size"]),
             etag=clean_etag(entry.get("ETag")),
-            last_modified=entry.get("LastModified"),
+            last_modified=timestamp(entry["LastModified"]) if entry.get("LastModified") else None,
             complete=False,
             storage_class=storage_class if storage_class and storage_class != "STANDARD" else None,
             restore=restore,
@@ -119,7 +133,7 @@ class ObjectInfo:
     def etag_is_md5(self) -> bool:
         # A store may give a multipart object a plain-looking ETag that is no MD5 (Lyve Cloud
         # computes multipart ETags its own way): on objects we wrote, only our record counts.
-        return not self.encrypted_etag and not self.written_by_us and bool(_PLAIN_MD5.match(self.etag))
+        return not self.encrypted_etag and not self.written_by_us and plain_md5(self.etag)
 
     @property
     def known_md5(self) -> str | None:

@@ -179,3 +179,98 @@ resource "aws_iam_role_policy" "task" {
   role   = aws_iam_role.task.id
   policy = data.aws_iam_policy_document.task.json
 }
+
+# -- EventBridge Scheduler (drift_repair): run the migration task definition on this cluster,
+# handing it exactly the task and execution roles, and record failed runs --
+
+data "aws_iam_policy_document" "scheduler_assume" {
+  count = local.drift_repair_enabled ? 1 : 0
+
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["scheduler.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "scheduler" {
+  count              = local.drift_repair_enabled ? 1 : 0
+  name               = "${var.name}-scheduler"
+  assume_role_policy = data.aws_iam_policy_document.scheduler_assume[0].json
+  tags               = local.tags
+}
+
+data "aws_iam_policy_document" "scheduler" {
+  count = local.drift_repair_enabled ? 1 : 0
+
+  statement {
+    sid     = "RunMigrationTask"
+    actions = ["ecs:RunTask"]
+    # Every revision of the migration family (each apply registers one), on this cluster only.
+    resources = ["arn:${data.aws_partition.current.partition}:ecs:${local.region}:${local.account_id}:task-definition/${aws_ecs_task_definition.migrate.family}:*"]
+    condition {
+      test     = "ArnEquals"
+      variable = "ecs:cluster"
+      values   = [aws_ecs_cluster.this.arn]
+    }
+  }
+  statement {
+    sid       = "PassTaskRoles"
+    actions   = ["iam:PassRole"]
+    resources = [aws_iam_role.task.arn, aws_iam_role.execution.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+  statement {
+    sid       = "DeadLetterFailedRuns"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.drift_repair_failures[0].arn]
+  }
+}
+
+resource "aws_iam_role_policy" "scheduler" {
+  count  = local.drift_repair_enabled ? 1 : 0
+  name   = "run-migration"
+  role   = aws_iam_role.scheduler[0].id
+  policy = data.aws_iam_policy_document.scheduler[0].json
+}
+
+# -- source_inventory: the migration task reads the inventory's manifests and data files --
+
+data "aws_iam_policy_document" "task_inventory" {
+  count = local.inventory_enabled ? 1 : 0
+
+  statement {
+    sid       = "ReadSourceInventory"
+    actions   = ["s3:GetObject"]
+    resources = ["${var.source_inventory.destination_bucket_arn}/${local.inventory_root}/*"]
+  }
+  statement {
+    # A manifest named wrongly is then a 404 (not an AccessDenied), and the newest can be found.
+    sid       = "ListSourceInventory"
+    actions   = ["s3:ListBucket"]
+    resources = [var.source_inventory.destination_bucket_arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${local.inventory_root}/*"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "task_inventory" {
+  count  = local.inventory_enabled ? 1 : 0
+  name   = "read-source-inventory"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task_inventory[0].json
+}

@@ -9,12 +9,73 @@ locals {
   queue_dimension   = ["QueueName", aws_sqs_queue.this.name]
   dlq_dimension     = ["QueueName", aws_sqs_queue.dlq.name]
   emf_dimension     = ["Queue", aws_sqs_queue.this.name]
+
+  # Drift repair: a run's EMF document (migrate/run_metrics.py) carries the same dimension. A
+  # period as long as the schedule's interval (at most the day CloudWatch allows per period)
+  # holds one run of every shard.
+  drift_repair_period = min(86400, coalesce(local.drift_repair_interval_seconds, 86400))
+
+  # The overdue alarm counts reports: every task writes one `Seconds` value per run, so a window
+  # of the schedule's interval holds `shards` of them, and one fewer when a shard stops. Windows
+  # roll (CloudWatch evaluates every minute), so a run that ends later than the one before
+  # leaves its shard out of an exact interval for that difference: the window is the interval
+  # plus a quarter. A period stops at a day: a daily schedule (cron() counts as one) gets no
+  # margin, so by default three such windows must all fall short. Past a day, per-day counts
+  # say nothing about shards: that alarm only counts hours without any report.
+  drift_repair_counts_shards = coalesce(local.drift_repair_interval_seconds, 0) <= 86400
+  drift_repair_window = (
+    local.drift_repair_interval_seconds == null ? 86400
+    : min(86400, local.drift_repair_interval_seconds + floor(local.drift_repair_interval_seconds / 240) * 60)
+  )
+  drift_repair_overdue_hours = (
+    local.drift_repair_one_time ? null
+    : var.drift_repair.overdue_after_hours != null ? var.drift_repair.overdue_after_hours
+    : local.drift_repair_window == coalesce(local.drift_repair_interval_seconds, 86400) ? 72
+    : min(168, max(2, ceil(2 * local.drift_repair_interval_seconds / 3600)))
+  )
+  drift_repair_overdue_period    = local.drift_repair_counts_shards ? local.drift_repair_window : 3600
+  drift_repair_overdue_threshold = local.drift_repair_counts_shards ? var.drift_repair.shards : 1
+  # Whole windows within overdue_after_hours, at least one.
+  drift_repair_overdue_windows = (
+    local.drift_repair_overdue_hours == null ? null
+    : max(1, floor(local.drift_repair_overdue_hours * 3600 / local.drift_repair_overdue_period))
+  )
+  drift_repair_widgets = slice([
+    {
+      type = "metric", x = 0, y = 24, width = 12, height = 6
+      properties = {
+        title  = "Drift repair: differences found, repaired, failed, remaining (per run, all shards)"
+        region = local.region
+        stat   = "Sum"
+        period = local.drift_repair_period
+        metrics = [
+          concat([local.metrics_namespace, "DriftFound"], local.emf_dimension),
+          concat([local.metrics_namespace, "DriftRepaired"], local.emf_dimension),
+          concat([local.metrics_namespace, "DriftFailed"], local.emf_dimension),
+          concat([local.metrics_namespace, "DriftRemaining"], local.emf_dimension),
+        ]
+      }
+    },
+    {
+      type = "metric", x = 12, y = 24, width = 12, height = 6
+      properties = {
+        title  = "Drift repair: objects compared, longest task (s), failed schedule invocations"
+        region = local.region
+        period = local.drift_repair_period
+        metrics = [
+          concat([local.metrics_namespace, "ObjectsCompared"], local.emf_dimension, [{ stat = "Sum" }]),
+          concat([local.metrics_namespace, "Seconds"], local.emf_dimension, [{ stat = "Maximum", yAxis = "right" }]),
+          ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", one(aws_sqs_queue.drift_repair_failures[*].name), { stat = "Maximum" }],
+        ]
+      }
+    },
+  ], 0, local.drift_repair_enabled ? 2 : 0)
 }
 
 resource "aws_cloudwatch_dashboard" "this" {
   dashboard_name = var.name
   dashboard_body = jsonencode({
-    widgets = [
+    widgets = concat([
       {
         type = "metric", x = 0, y = 0, width = 12, height = 6
         properties = {
@@ -123,7 +184,7 @@ resource "aws_cloudwatch_dashboard" "this" {
           ]
         }
       },
-    ]
+    ], local.drift_repair_widgets)
   })
 }
 
@@ -193,4 +254,106 @@ resource "aws_cloudwatch_metric_alarm" "source_bucket_missing" {
   threshold           = 0
   treat_missing_data  = "notBreaching"
   alarm_actions       = local.alarm_actions
+}
+
+################################################################################
+# Drift repair (drift_repair.enabled): what the last run left, runs that stopped reporting, and
+# schedule invocations that failed.
+################################################################################
+
+# Differences a run found and could not repair, or anything that failed (an incomplete run
+# included). Missing data keeps the state: between runs there is nothing new to say, so the
+# alarm stays as the last run left it until a clean run reports.
+resource "aws_cloudwatch_metric_alarm" "drift_remaining" {
+  count               = local.drift_repair_enabled ? 1 : 0
+  alarm_name          = "${var.name}-drift-remaining"
+  alarm_description   = "The last drift-repair run left differences or failed (see the migrate log group for its failures and summary); the next run retries, make migrate MIGRATE_ARGS=--check lists them"
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  evaluation_periods  = 1
+  treat_missing_data  = "ignore"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+
+  metric_query {
+    id          = "left"
+    expression  = "remaining + failed"
+    label       = "Differences remaining and failures"
+    return_data = true
+  }
+
+  metric_query {
+    id = "remaining"
+    metric {
+      namespace   = local.metrics_namespace
+      metric_name = "DriftRemaining"
+      dimensions  = { Queue = aws_sqs_queue.this.name }
+      stat        = "Sum"
+      period      = local.drift_repair_period
+    }
+  }
+
+  metric_query {
+    id = "failed"
+    metric {
+      namespace   = local.metrics_namespace
+      metric_name = "DriftFailed"
+      dimensions  = { Queue = aws_sqs_queue.this.name }
+      stat        = "Sum"
+      period      = local.drift_repair_period
+    }
+  }
+}
+
+# Too few reports: a shard's task (or every one) failed before the end of its run, when a run
+# writes its metrics; the schedule, RunTask, bad settings or split points, a task killed. Missing
+# data is no report at all, so it breaches.
+resource "aws_cloudwatch_metric_alarm" "drift_repair_overdue" {
+  count      = local.drift_repair_enabled && local.drift_repair_overdue_hours != null ? 1 : 0
+  alarm_name = "${var.name}-drift-repair-overdue"
+  alarm_description = (
+    local.drift_repair_counts_shards
+    ? "Fewer than ${var.drift_repair.shards} drift-repair reports (one per shard and run) in each of the last ${coalesce(local.drift_repair_overdue_windows, 0)} windows of ${local.drift_repair_overdue_period / 60} min: a shard did not finish its run. See the drift-repair-failures queue and the migrate log group"
+    : "No drift-repair run has reported for ${coalesce(local.drift_repair_overdue_hours, 0)} h: see the drift-repair-failures queue and the migrate log group"
+  )
+  namespace           = local.metrics_namespace
+  metric_name         = "Seconds"
+  dimensions          = { Queue = aws_sqs_queue.this.name }
+  statistic           = "SampleCount"
+  period              = local.drift_repair_overdue_period
+  evaluation_periods  = coalesce(local.drift_repair_overdue_windows, 1)
+  datapoints_to_alarm = coalesce(local.drift_repair_overdue_windows, 1)
+  comparison_operator = "LessThanThreshold"
+  threshold           = local.drift_repair_overdue_threshold
+  treat_missing_data  = "breaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+
+  lifecycle {
+    # CloudWatch's limit for periods under an hour.
+    precondition {
+      condition     = local.drift_repair_overdue_period >= 3600 || local.drift_repair_overdue_period * coalesce(local.drift_repair_overdue_windows, 1) <= 86400
+      error_message = "drift_repair.overdue_after_hours: with a schedule under 48 minutes the alarm's windows are under an hour, and CloudWatch evaluates those over one day at most; set 24 or less."
+    }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "drift_repair_failures" {
+  count               = local.drift_repair_enabled ? 1 : 0
+  alarm_name          = "${var.name}-drift-repair-failures"
+  alarm_description   = "EventBridge Scheduler could not start a drift-repair run (RunTask failed after its retries); each message in the drift-repair-failures queue carries the error"
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = aws_sqs_queue.drift_repair_failures[0].name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
 }

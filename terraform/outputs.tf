@@ -92,3 +92,33 @@ output "eventbridge_rule_arn" {
   description = "The EventBridge rule that feeds the enqueue Lambda (null with event_delivery = notification)."
   value       = one(aws_cloudwatch_event_rule.this[*].arn)
 }
+
+output "drift_repair_schedules" {
+  description = "The drift-repair schedules, one per shard (empty when drift_repair is off)."
+  value       = aws_scheduler_schedule.drift_repair[*].name
+}
+
+output "drift_repair_failures_queue_url" {
+  description = "Schedule invocations that could not start a drift-repair run (null when drift_repair is off)."
+  value       = one(aws_sqs_queue.drift_repair_failures[*].url)
+}
+
+output "source_inventory_manifest" {
+  description = "Where S3 Inventory writes the source bucket's manifests: pass one (its YYYY-MM-DDTHH-MMZ folder filled in, usually the newest) to `--source-inventory` (null when source_inventory is off)."
+  value       = local.inventory_enabled ? "s3://${local.inventory_destination_bucket}/${local.inventory_root}/YYYY-MM-DDTHH-MMZ/manifest.json" : null
+}
+
+output "source_inventory_destination_policy_statement" {
+  description = "The statement the inventory destination bucket's policy needs (add it to that bucket's policy: S3 writes the inventory as s3.amazonaws.com); null when source_inventory is off."
+  value = local.inventory_enabled ? jsonencode({
+    Sid       = "S3InventoryWrites"
+    Effect    = "Allow"
+    Principal = { Service = "s3.amazonaws.com" }
+    Action    = "s3:PutObject"
+    Resource  = "${var.source_inventory.destination_bucket_arn}/${local.inventory_root}/*"
+    Condition = {
+      ArnLike      = { "aws:SourceArn" = data.aws_s3_bucket.source.arn }
+      StringEquals = { "aws:SourceAccount" = local.account_id, "s3:x-amz-acl" = "bucket-owner-full-control" }
+    }
+  }) : null
+}

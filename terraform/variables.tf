@@ -368,3 +368,99 @@ variable "alarm_topic_arn" {
   type        = string
   default     = null
 }
+
+################################################################################
+# Scheduled drift repair and S3 Inventory (both off by default)
+################################################################################
+
+variable "drift_repair" {
+  description = "Scheduled check-and-repair: EventBridge Scheduler runs the migration task on `schedule` (in `timezone`), as `shards` tasks (`--shard i/N --splits SPLITS`), each with `--metrics` (the drift-repair dashboard widgets and alarms) and, with `delete`, `--delete --max-delete max_delete` (the cap applies per task; deletes are re-checked at the source and an empty source is refused). It repairs what the event pipeline lost: failed invocations, events left in the enqueue-failures queue, missed deletes. `schedule`: rate(N minutes|hours|days), cron(6 fields) or at(yyyy-mm-ddThh:mm:ss). `splits`: with more than one shard, the shards - 1 split points `make plan-shards SHARDS=n` prints (in ascending byte order), shared by every task so that their key ranges tile the key space; run it again to rebalance. `overdue_after_hours` (1-168): how long the reports may fall short before the overdue alarm (null: three days for a daily schedule, twice a rate() interval otherwise, none for at()). Choose an interval longer than a run takes (the `Seconds` metric): overlapping runs repeat each other's work. Each run lists both buckets in full: keys / 1,000 LIST requests per side."
+  type = object({
+    enabled             = optional(bool, false)
+    schedule            = optional(string, "rate(1 day)")
+    timezone            = optional(string, "UTC")
+    shards              = optional(number, 1)
+    delete              = optional(bool, true)
+    max_delete          = optional(number, 1000)
+    overdue_after_hours = optional(number)
+    splits              = optional(list(string), [])
+  })
+  default  = {}
+  nullable = false
+
+  validation {
+    condition     = can(regex("^(rate\\([1-9][0-9]* (minute|minutes|hour|hours|day|days)\\)|cron\\([^ ()]+( [^ ()]+){5}\\)|at\\([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\))$", var.drift_repair.schedule))
+    error_message = "drift_repair.schedule must be rate(N minutes|hours|days), cron(minutes hours day-of-month month day-of-week year) or at(yyyy-mm-ddThh:mm:ss)."
+  }
+
+  validation {
+    condition     = var.drift_repair.shards >= 1 && var.drift_repair.shards <= 64 && floor(var.drift_repair.shards) == var.drift_repair.shards
+    error_message = "drift_repair.shards must be a whole number from 1 to 64."
+  }
+
+  validation {
+    condition     = length(var.drift_repair.splits) == max(0, var.drift_repair.shards - 1)
+    error_message = "drift_repair.splits must hold shards - 1 = ${max(0, var.drift_repair.shards - 1)} split points, not ${length(var.drift_repair.splits)}: run `make plan-shards SHARDS=${var.drift_repair.shards}` and paste its \"splits\" (one shard takes none)."
+  }
+
+  # S3 lists in UTF-8 byte order, the order Terraform's sort() keeps. Terraform also stores
+  # strings in Unicode NFC, which can reorder keys holding combining marks.
+  validation {
+    condition     = sort(var.drift_repair.splits) == var.drift_repair.splits
+    error_message = "drift_repair.splits must be in ascending byte order, as `make plan-shards` prints them (Terraform stores strings in Unicode NFC: a key with combining marks may have changed; any keys in ascending order still cover every key, they only balance the shards)."
+  }
+
+  validation {
+    condition     = var.drift_repair.max_delete >= 0 && floor(var.drift_repair.max_delete) == var.drift_repair.max_delete
+    error_message = "drift_repair.max_delete must be a whole number, 0 or more (per task)."
+  }
+
+  validation {
+    condition     = can(regex("^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$", var.drift_repair.timezone))
+    error_message = "drift_repair.timezone must be a time zone name such as UTC or Europe/Paris."
+  }
+
+  validation {
+    condition     = var.drift_repair.overdue_after_hours == null ? true : (var.drift_repair.overdue_after_hours >= 1 && var.drift_repair.overdue_after_hours <= 168 && floor(var.drift_repair.overdue_after_hours) == var.drift_repair.overdue_after_hours)
+    error_message = "drift_repair.overdue_after_hours must be null or a whole number of hours from 1 to 168 (CloudWatch evaluates an alarm over at most 7 days)."
+  }
+}
+
+variable "source_inventory" {
+  description = "S3 Inventory of the source bucket (current versions; Size, LastModifiedDate, ETag, StorageClass, IsMultipartUploaded, EncryptionStatus; CSV), written `frequency` (Daily, or Weekly: Sundays UTC) under `prefix` in the existing bucket `destination_bucket_arn` (not the source bucket; in the source bucket's region, as S3 requires), for `python -m migrate --source-inventory s3://.../manifest.json`: a migration or check that lists no source key (output source_inventory_manifest). The migration task role may read that prefix. The destination bucket's policy must allow s3.amazonaws.com to write there: Terraform does not write it (a bucket has one policy; writing it would replace the owner's), the statement is in the output source_inventory_destination_policy_statement and the README. `destination_account_id`: the destination bucket's owner, when it is another account."
+  type = object({
+    enabled                = optional(bool, false)
+    destination_bucket_arn = optional(string, "")
+    destination_account_id = optional(string)
+    prefix                 = optional(string, "inventory")
+    frequency              = optional(string, "Daily")
+    format                 = optional(string, "CSV")
+  })
+  default  = {}
+  nullable = false
+
+  validation {
+    condition     = !var.source_inventory.enabled || can(regex("^arn:aws[a-z-]*:s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.source_inventory.destination_bucket_arn))
+    error_message = "source_inventory.destination_bucket_arn must be an S3 bucket ARN (arn:aws:s3:::BUCKET) when the inventory is enabled."
+  }
+
+  validation {
+    condition     = var.source_inventory.destination_account_id == null || can(regex("^[0-9]{12}$", var.source_inventory.destination_account_id))
+    error_message = "source_inventory.destination_account_id must be null or a 12-digit account id."
+  }
+
+  validation {
+    condition     = can(regex("^([A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*)?$", var.source_inventory.prefix))
+    error_message = "source_inventory.prefix must be empty or /-separated segments of letters, digits and !_.*'()- (no leading, trailing or double /)."
+  }
+
+  validation {
+    condition     = contains(["Daily", "Weekly"], var.source_inventory.frequency)
+    error_message = "source_inventory.frequency must be \"Daily\" or \"Weekly\"."
+  }
+
+  validation {
+    condition     = var.source_inventory.format == "CSV"
+    error_message = "source_inventory.format must be \"CSV\": --source-inventory reads gzip-compressed CSV inventories."
+  }
+}

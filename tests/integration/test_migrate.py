@@ -640,16 +640,19 @@ def _out_of_order_source(stack: LocalStack, lyve_bucket: str) -> list[str]:
 
 
 @pytest.mark.parametrize("processes", ["1", "2"])
-def test_a_listing_order_restart_counts_and_copies_each_key_once(
+def test_a_source_listing_in_tree_order_is_detected_and_copies_each_key_once(
     stack: LocalStack, buckets: tuple[str, str], tmp_path: Path, processes: str
 ) -> None:
+    """SeaweedFS (its Server header says so) lists in directory order and moto in byte order:
+    the pair is merged with SeaweedFS's side sorted, without starting over."""
     keys = _out_of_order_source(stack, buckets[1])
     result = run_cli(
         stack, buckets, "--reverse", "--processes", processes, "--report", str(tmp_path / "r.json")
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["listing_restarts"] == 1
+    assert report["listing_restarts"] == 0
+    assert report["listing"]["order"] == "sorted"
     assert report["planned"] == {"copy": len(keys)}
     assert report["done"] == {"copy": len(keys)}
     assert in_sync(stack, buckets) == []
@@ -920,3 +923,17 @@ def test_a_key_deleted_at_the_source_during_the_run_is_not_a_failure(
     assert summary.done == {"copy": 1}
     assert cli.exit_code(summary) == 0
     assert set(bucket_contents(stack.target(), buckets[1])) == {"kept"}
+
+
+def test_metrics_print_the_runs_result_as_one_emf_line(stack: LocalStack, buckets: tuple[str, str]) -> None:
+    """What the scheduled repair's alarm reads: one EMF document on stdout, with the repair's
+    numbers (two keys missing on the target, both copied)."""
+    fill(stack, buckets[0], 2)
+    result = run_cli(stack, buckets, "--metrics")
+    assert result.returncode == 0, result.stderr[-2000:]
+    documents = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(documents) == 1
+    document = documents[0]
+    assert document["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "LyveReplicator"
+    assert (document["DriftFound"], document["DriftRepaired"], document["DriftRemaining"]) == (2, 2, 0)
+    assert document["ObjectsCompared"] == 2

@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from migrate.listing import FIRST_PAGE_KEYS, PAGE_KEYS, list_bucket
@@ -121,3 +122,36 @@ def test_retry_policy_counts_attempts_like_tenacity(
         with pytest.raises(ValueError, match="boom"):
             policy(fn)
     assert fn.calls == calls
+
+
+class FlakyLean:
+    """A lean path whose first answers are 503 SlowDown (no botocore retries on this path)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def list_objects(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ClientError(
+                {
+                    "Error": {"Code": "SlowDown", "Message": "slow"},
+                    "ResponseMetadata": {"HTTPStatusCode": 503},
+                },
+                "ListObjectsV2",
+            )
+        return {"Contents": [{"Key": "a", "Size": 1, "ETag": '"e"'}], "IsTruncated": False, "Server": "x"}
+
+
+def test_a_throttled_listing_page_is_asked_again_not_the_end_of_the_run() -> None:
+    from migrate.listing import StoreLister
+
+    lean = FlakyLean(failures=2)
+    lister = StoreLister(Endpoint("source", "b", None, "u"), lean, attempts=3)  # type: ignore[arg-type]
+    assert [entry["Key"] for page in lister.pages("", None) for entry in page] == ["a"]
+    assert lean.calls == 3
+    with pytest.raises(ClientError):
+        list(
+            StoreLister(Endpoint("source", "b", None, "u"), FlakyLean(failures=3), attempts=3).pages("", None)
+        )  # type: ignore[arg-type]

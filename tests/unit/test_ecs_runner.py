@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from migrate.ecs import run_tasks, wait_for
@@ -56,3 +57,32 @@ def test_waits_until_stopped_and_reports_exit_codes() -> None:
     codes = wait_for(ecs, "c", ["a", "b"], poll=0)
     assert codes == [0, 1]
     assert ecs.polls == 2
+
+
+def test_every_shard_gets_the_same_split_points() -> None:
+    """Found once, here: tasks that found their own minutes apart could leave keys to nobody."""
+    ecs = FakeECS([0, 0, 0])
+    splits = ["logs/2026-11-10/", 'odd "key" é/x']
+    run_tasks(ecs, OUTPUTS, 3, ["--check"], splits)
+    commands = [call["overrides"]["containerOverrides"][0]["command"] for call in ecs.calls]
+    for index, command in enumerate(commands):
+        assert command[command.index("--shard") + 1] == f"{index}/3"
+        assert json.loads(command[command.index("--splits") + 1]) == splits
+
+
+def test_split_points_come_from_the_source_bucket() -> None:
+    import boto3
+    from moto import mock_aws
+
+    from migrate.ecs import plan_splits
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="src")
+        for folder in range(6):
+            for i in range(300):
+                s3.put_object(Bucket="src", Key=f"f{folder}/{i:04d}", Body=b"")
+        splits, requests = plan_splits(s3, "src", 3)
+    assert len(splits) == 2
+    assert splits == sorted(splits)
+    assert 0 < requests <= 44

@@ -13,7 +13,7 @@ from moto import mock_aws
 
 from migrate import runner
 from migrate.plan import Action, Decision
-from migrate.runner import CopyOutcome, Migration, Options, outcome_of
+from migrate.runner import CopyOutcome, Migration, Options, Summary, outcome_of
 from replicator.clients import Endpoint
 from replicator.errors import (
     ArchivedObjectError,
@@ -271,7 +271,7 @@ def test_a_refused_metadata_update_copies_the_bytes_instead(
     assert engine.copied == ["doc"]
     assert summary.failures == []
     assert summary.done == {"replace": 1}
-    assert summary.planned == {"metadata": 1, "replace": 1}
+    assert summary.planned == {"replace": 1}  # one key, one planned action
 
 
 @pytest.mark.parametrize(
@@ -295,3 +295,105 @@ def test_other_metadata_update_failures_send_no_bytes(
     assert engine.copied == []
     assert not summary.done
     assert summary.failures or summary.unstorable
+
+
+def test_a_metadata_update_that_turns_into_a_copy_is_planned_once_as_a_replace() -> None:
+    """A target that refuses to copy an object onto itself gets the bytes again: the key is one
+    replacement in the plan, not a metadata update left undone plus a replacement."""
+    summary = Summary()
+    summary.plan(Action.METADATA, 10)
+    summary.unplan(Action.METADATA, 10)
+    summary.plan(Action.REPLACE, 10)
+    summary.finish(Action.REPLACE, 10)
+    summary.settle()
+    assert summary.planned == {"replace": 1}
+    assert summary.planned_bytes == {"replace": 10}
+    assert summary.done == {"replace": 1}
+
+
+class MemoryListing:
+    """A listing from a dict of key -> ETag, in the order given (maybe not byte order)."""
+
+    def __init__(self, side: str, objects: dict[str, str], order: list[str] | None = None) -> None:
+        self.side = side
+        self.objects = objects
+        self.order = order
+        self.requests = 0
+
+    def pages(
+        self, prefix: str, start_after: str | None, max_keys: int = 1000
+    ) -> Iterator[list[dict[str, Any]]]:
+        self.requests += 1
+        keys = self.order if self.order is not None else sorted(self.objects, key=str.encode)
+        yield [
+            {"Key": k, "Size": 3, "ETag": f'"{self.objects[k]}"'}
+            for k in keys
+            if k in self.objects and k.startswith(prefix) and (start_after is None or k > start_after)
+        ]
+
+
+class CopyingEngine(FailingEngine):
+    def __init__(self, settings: Settings, target: dict[str, str], *errors: Exception) -> None:
+        super().__init__(settings, *errors)
+        self.target_objects = target
+        self.copied: list[str] = []
+
+    def copy(self, obj: ObjectInfo, cancel: threading.Event | None = None) -> CopyResult:
+        result = super().copy(obj, cancel)
+        self.copied.append(obj.key)
+        self.target_objects[obj.key] = obj.etag
+        return result
+
+
+def test_a_listing_out_of_its_known_order_starts_over_sorted_and_copies_each_key_once() -> None:
+    """The source answers out of byte order after a key was decided: the run starts over with
+    both sides sorted, copies nothing twice, and counts each key's copy once."""
+    etag = "0" * 32
+    source = {k: etag for k in ("a", "b", "c", "d")}
+    target: dict[str, str] = {"a": etag}
+    out_of_order = MemoryListing("source", source, ["a", "b", "d", "c"])
+    engine = CopyingEngine(settings(), target)
+    migration = Migration(engine, Options(concurrency=1, processes=1))  # type: ignore[arg-type]
+    migration._listers = (out_of_order, MemoryListing("target", target))
+    summary = migration.run().settle()
+    assert summary.listing_restarts == 1
+    assert sorted(engine.copied) == ["b", "c", "d"]
+    assert summary.done.get("copy") == 3
+    assert summary.failures == []
+    assert set(target) == set(source)
+
+
+def test_a_check_that_starts_over_reports_only_what_the_sorted_pass_finds() -> None:
+    etag = "0" * 32
+    source = {k: etag for k in ("a", "b", "c")}
+    target = dict(source)
+    migration = Migration(FailingEngine(settings()), Options(concurrency=1, processes=1, check=True))  # type: ignore[arg-type]
+    # Out of order on the target: "c" before "b" makes a one-pass merge call "b" missing.
+    migration._listers = (MemoryListing("source", source), MemoryListing("target", target, ["a", "c", "b"]))
+    summary = migration.run().settle()
+    assert summary.listing_restarts == 1
+    assert summary.differences == []
+    assert summary.done == {"skip": 3}
+
+
+def test_a_failure_before_a_start_over_is_decided_again_not_reported_stale() -> None:
+    """The first copy of "a" fails, then the source answers out of order: the sorted pass copies
+    "a" and the run ends clean, without the first pass's failure."""
+    etag = "0" * 32
+    source = {k: etag for k in ("a", "b", "c", "d")}
+    target: dict[str, str] = {}
+    engine = CopyingEngine(settings(), target, RuntimeError("connection reset"))
+    migration = Migration(engine, Options(concurrency=1, processes=1))  # type: ignore[arg-type]
+    migration._listers = (
+        MemoryListing("source", source, ["a", "b", "d", "c"]),
+        MemoryListing("target", target),
+    )
+    summary = migration.run().settle()
+    assert summary.listing_restarts == 1
+    assert summary.failures == []
+    # Each key copied once; what the first pass copied the sorted pass finds again (skipped).
+    assert summary.planned["copy"] == summary.done["copy"] == 4
+    assert summary.planned == summary.done
+    assert summary.done["skip"] >= 1  # "b", copied before the start over
+    assert sorted(engine.copied) == ["a", "b", "c", "d"]
+    assert set(target) == set(source)
