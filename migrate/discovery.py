@@ -19,14 +19,12 @@ only on the source's keys, so every shard computes the same ranges on its own.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from migrate.keyspace import KeyRange, Order, Projection, ordered, ranges_between, unordered
 from migrate.listing import PAGE_KEYS, Lister
 
-Pages = Iterator[list[dict[str, Any]]]
 BISECTIONS = 3  # halvings of the stretch a gallop jumped (where does the folder end?)
 MAX_DEPTH = 4  # folders below the top sized one by one at most this deep
 
@@ -37,13 +35,8 @@ def probe_budget(shards: int) -> int:
 
 
 @runtime_checkable
-class FolderListing(Protocol):
+class FolderListing(Lister, Protocol):
     """A store's listing, which can also list one folder's entries with Delimiter "/"."""
-
-    side: str
-    requests: int
-
-    def pages(self, prefix: str, start_after: str | None, max_keys: int = PAGE_KEYS) -> Pages: ...
 
     def folders(self, prefix: str) -> tuple[list[str], list[str], bool]: ...
 

@@ -1,10 +1,6 @@
-"""Bucket listings in one key order, with memory that does not grow with the bucket.
-
-S3 lists keys in UTF-8 byte order, and the merge relies on it. Some S3-compatible stores list in
-another order (SeaweedFS walks its directory tree: "a/b" before "a-c"). `in_byte_order` notices
-that, and the caller then re-reads that side through `sorted_on_disk`, an SQLite spill file.
-`KeyFile` keeps a key-ordered list of keys on disk (deletes to carry out, keys already handled).
-"""
+"""Bucket listings: a store's pages (`StoreLister`), a side sorted on disk when it lists in no
+known order (`sorted_entries_on_disk`), keys on disk in no particular order (`KeySet`), and the
+fresh look at the source that a delete needs (`listed_now`)."""
 
 from __future__ import annotations
 
@@ -17,18 +13,18 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
 from migrate.keyspace import key_before
+from migrate.keyspace import shared_prefix as common_prefix
 from replicator.aws_endpoint import on_aws
 from replicator.clients import Endpoint
 from replicator.errors import SourceBucketMissingError, describe, error_code, request_retrying
 from replicator.lean_s3 import LeanS3, LeanUnsupported
 from replicator.logs import get_logger
 from replicator.objects import ObjectInfo
-from replicator.settings import Settings
 
 log = get_logger("migrate.listing")
 
@@ -43,43 +39,32 @@ FIRST_PAGE_KEYS = 100  # a short first page: the first copies start while the re
 PAGE_KEYS = 1000
 
 
+def _missing_source(endpoint: Endpoint, exc: ClientError) -> SourceBucketMissingError | None:
+    """Never an empty listing: an empty source would turn --delete into "delete all"."""
+    if error_code(exc) == "NoSuchBucket" and endpoint.name == "source":
+        return SourceBucketMissingError(
+            f"the source bucket {endpoint.bucket!r} at {endpoint.url} does not exist"
+        )
+    return None
+
+
 def _page(endpoint: Endpoint, args: dict[str, Any]) -> Any:
     try:
         return endpoint.client.list_objects_v2(**args)
     except ClientError as exc:
-        if error_code(exc) == "NoSuchBucket" and endpoint.name == "source":
-            # Never an empty listing: an empty source would turn --delete into "delete all".
-            raise SourceBucketMissingError(
-                f"the source bucket {endpoint.bucket!r} at {endpoint.url} does not exist"
-            ) from None
+        missing = _missing_source(endpoint, exc)
+        if missing is not None:
+            raise missing from None
         raise
 
 
 def list_entries(endpoint: Endpoint, prefix: str = "") -> Iterator[Mapping[str, Any]]:
     """The raw ListObjectsV2 entries (Key, Size, ETag, LastModified, StorageClass, ...)."""
-    args: dict[str, Any] = {"Bucket": endpoint.bucket, "Prefix": prefix, "MaxKeys": FIRST_PAGE_KEYS}
-    if on_aws(endpoint):
-        # Restored archived objects are readable: S3 says which, in the listing, when asked.
-        # Other stores may refuse the header, and have no archive classes to restore from.
-        args["OptionalObjectAttributes"] = ["RestoreStatus"]
-    while True:
-        try:
-            page = _page(endpoint, args)
-        except ClientError as exc:
-            if error_code(exc) != "AccessDenied" or "OptionalObjectAttributes" not in args:
-                raise
-            # A policy may allow listing but not the optional attributes: list without them
-            # (a restored object is then taken for archived).
-            log.warning("listing_without_restore_status", error=describe(exc))
-            del args["OptionalObjectAttributes"]
-            continue
-        yield from page.get("Contents", [])
-        if not page.get("IsTruncated"):
-            return
-        token = page.get("NextContinuationToken")
-        if not token:
-            raise RuntimeError(f"the {endpoint.name} listing is truncated but gives no continuation token")
-        args.update(ContinuationToken=token, MaxKeys=PAGE_KEYS)
+    for page in StoreLister(endpoint).pages(prefix, None, FIRST_PAGE_KEYS):
+        yield from page
+
+
+Pages = Iterator[list[dict[str, Any]]]  # ListObjectsV2 entries, a page at a time
 
 
 class Lister(Protocol):
@@ -89,9 +74,7 @@ class Lister(Protocol):
     side: str
     requests: int
 
-    def pages(
-        self, prefix: str, start_after: str | None, max_keys: int = PAGE_KEYS
-    ) -> Iterator[list[dict[str, Any]]]: ...
+    def pages(self, prefix: str, start_after: str | None, max_keys: int = PAGE_KEYS) -> Pages: ...
 
 
 class StoreLister:
@@ -148,11 +131,9 @@ class StoreLister:
         try:
             page = self._retry(lambda: self._request(prefix, start_after, token, max_keys, delimiter))
         except ClientError as exc:
-            if error_code(exc) == "NoSuchBucket" and self.side == "source":
-                # Never an empty listing: an empty source would turn --delete into "delete all".
-                raise SourceBucketMissingError(
-                    f"the source bucket {self.endpoint.bucket!r} at {self.endpoint.url} does not exist"
-                ) from None
+            missing = _missing_source(self.endpoint, exc)
+            if missing is not None:
+                raise missing from None
             if error_code(exc) != "AccessDenied" or not self._attributes:
                 raise
             # A policy may allow listing but not the optional attributes: list without them
@@ -192,18 +173,6 @@ class StoreLister:
         return page
 
 
-def lean_client(endpoint: Endpoint, settings: Settings) -> LeanS3 | None:
-    if not settings.lean_requests:
-        return None
-    try:
-        return LeanS3(
-            endpoint.client, endpoint.bucket, settings.connect_timeout_seconds, settings.read_timeout_seconds
-        )
-    except LeanUnsupported as exc:
-        log.debug("lean_path_off", side=endpoint.name, reason=str(exc))
-        return None
-
-
 def list_bucket(endpoint: Endpoint, prefix: str = "") -> Iterator[ObjectInfo]:
     return map(ObjectInfo.from_listing, list_entries(endpoint, prefix))
 
@@ -215,24 +184,7 @@ def sort_key(key: str) -> bytes:
 def shared_prefix(keys: Iterable[str]) -> str:
     """The longest string every key starts with (characters, not path components)."""
     keys = list(keys)
-    if not keys:
-        return ""
-    low, high = min(keys), max(keys)  # the prefix of the extremes is everyone's
-    length = 0
-    while length < min(len(low), len(high)) and low[length] == high[length]:
-        length += 1
-    return low[:length]
-
-
-def in_byte_order(listing: Iterable[ObjectInfo], side: str) -> Iterator[ObjectInfo]:
-    previous: bytes | None = None
-    previous_key = ""
-    for obj in listing:
-        current = sort_key(obj.key)
-        if previous is not None and current <= previous:
-            raise ListingOrderError(side, previous_key, obj.key)
-        previous, previous_key = current, obj.key
-        yield obj
+    return common_prefix(min(keys), max(keys)) if keys else ""  # the extremes' is everyone's
 
 
 def sorted_on_disk(
@@ -383,65 +335,6 @@ def _listed_in_directory(endpoint: Endpoint, keys: Sequence[str]) -> set[str]:
                 raise RuntimeError(f"the {endpoint.name} listing is truncated without a continuation token")
             args["ContinuationToken"] = token
     return present
-
-
-# -- key-ordered files -----------------------------------------------------------------------
-
-
-class KeyFile:
-    """Keys (any characters, newlines included) one per line, with an optional size, in the
-    order they were written; read back as (key, size) pairs."""
-
-    def __init__(self, directory: str | None = None) -> None:
-        fd, name = tempfile.mkstemp(prefix="keys-", suffix=".txt", dir=directory)
-        os.close(fd)
-        self.path = Path(name)
-        self.count = 0
-        self._out: IO[str] | None = open(self.path, "w", encoding="ascii")  # noqa: SIM115
-
-    def add(self, key: str, size: int = 0) -> None:
-        assert self._out is not None, "KeyFile written after close()"
-        self._out.write(f"{size}\t{key.encode('unicode_escape').decode('ascii')}\n")
-        self.count += 1
-
-    def close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
-
-    def __iter__(self) -> Iterator[tuple[str, int]]:
-        self.close()
-        with open(self.path, encoding="ascii") as lines:
-            for line in lines:
-                size, _, escaped = line.rstrip("\n").partition("\t")
-                yield escaped.encode("ascii").decode("unicode_escape"), int(size)
-
-    def remove(self) -> None:
-        self.close()
-        self.path.unlink(missing_ok=True)
-
-
-class OrderedMembership:
-    """`key in self` for keys asked in increasing byte order, against a KeyFile written in
-    increasing byte order: one pass over the file, constant memory."""
-
-    def __init__(self, keys: KeyFile | None) -> None:
-        self._keys = iter(keys) if keys is not None else iter(())
-        self._current: bytes | None = None
-        self._advance()
-
-    def _advance(self) -> None:
-        item = next(self._keys, None)
-        self._current = sort_key(item[0]) if item is not None else None
-
-    def __contains__(self, key: object) -> bool:
-        if self._current is None:
-            return False
-        assert isinstance(key, str)
-        wanted = sort_key(key)
-        while self._current is not None and self._current < wanted:
-            self._advance()
-        return self._current == wanted
 
 
 class KeySet:

@@ -28,7 +28,7 @@ from botocore.exceptions import ClientError
 from migrate.discovery import shard_ranges
 from migrate.filters import KeyFilter
 from migrate.keyspace import KeyRange, Order, ordered, ranges_between
-from migrate.listing import KeySet, Lister, ListingOrderError, StoreLister, lean_client, listed_now
+from migrate.listing import KeySet, Lister, ListingOrderError, StoreLister, listed_now
 from migrate.plan import Action, Decision, MergeStats, source_newer
 from migrate.progress import Progress
 from migrate.uploads import abort_uploads_of
@@ -46,6 +46,7 @@ from replicator.errors import (
     object_retrying,
     self_copy_refused,
 )
+from replicator.lean_s3 import lean_path
 from replicator.logs import configure_logging, get_logger
 from replicator.objects import ObjectInfo, metadata_matches, target_matches
 from replicator.reconcile import head, source_absent
@@ -411,11 +412,11 @@ class Migration:
         if self._listers is None:
             settings = self.engine.settings
             attempts = settings.max_attempts
-            self._listers = (
-                self._source_listing
-                or StoreLister(self.source, lean_client(self.source, settings), attempts),
-                StoreLister(self.target, lean_client(self.target, settings), attempts),
+            # An S3 Inventory stands in for the source's listing: no LIST request there.
+            source = self._source_listing or StoreLister(
+                self.source, lean_path(self.source, settings), attempts
             )
+            self._listers = (source, StoreLister(self.target, lean_path(self.target, settings), attempts))
         return self._listers
 
     def _plan(self, force_sorted: bool) -> Plan:

@@ -24,7 +24,14 @@ from typing import Any, NamedTuple
 
 from migrate.filters import KeyFilter
 from migrate.keyspace import KeyRange, Order, Projection, known_order, ordered, start_after, unordered
-from migrate.listing import FIRST_PAGE_KEYS, Lister, ListingOrderError, StoreLister, sorted_entries_on_disk
+from migrate.listing import (
+    FIRST_PAGE_KEYS,
+    Lister,
+    ListingOrderError,
+    Pages,
+    StoreLister,
+    sorted_entries_on_disk,
+)
 from migrate.plan import Decision, MergeStats, compare_pair, identical_in_listings, source_only, target_only
 from replicator.logs import get_logger
 from replicator.objects import ObjectInfo
@@ -45,9 +52,6 @@ class Skipped(NamedTuple):
 
     keys: int
     size: int
-
-
-Pages = Iterator[list[dict[str, Any]]]
 
 
 def detect_order(lister: Lister) -> Order | None:

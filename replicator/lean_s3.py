@@ -30,7 +30,12 @@ from urllib.parse import quote, unquote_plus, urlsplit
 from botocore.exceptions import ClientError
 from botocore.httpsession import get_cert_path
 
+from replicator.clients import Endpoint
+from replicator.logs import get_logger
+from replicator.settings import Settings
 from replicator.sigv4 import SigV4Signer, query_string
+
+log = get_logger("replicator.lean_s3")
 
 # Response headers -> the names boto3 uses in a GetObject/HeadObject response.
 _RESPONSE_HEADERS = {
@@ -85,6 +90,20 @@ class _Connection(http.client.HTTPConnection):
 
 class _TLSConnection(http.client.HTTPSConnection):
     response_class = _QuickHeadersResponse
+
+
+def lean_path(endpoint: Endpoint, settings: Settings) -> LeanS3 | None:
+    """The lean path to an endpoint, or None when settings or the endpoint rule it out (the one
+    place that decides; boto3 serves what it does not)."""
+    if not settings.lean_requests:
+        return None
+    try:
+        return LeanS3(
+            endpoint.client, endpoint.bucket, settings.connect_timeout_seconds, settings.read_timeout_seconds
+        )
+    except LeanUnsupported as exc:
+        log.debug("lean_path_off", side=endpoint.name, reason=str(exc))
+        return None
 
 
 class LeanUnsupported(Exception):

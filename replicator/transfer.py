@@ -50,7 +50,7 @@ from replicator.errors import (
     request_retrying,
     source_refusal,
 )
-from replicator.lean_s3 import LeanS3, LeanUnsupported
+from replicator.lean_s3 import LeanUnsupported, lean_path
 from replicator.logs import get_logger
 from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo, clean_etag, target_matches
 from replicator.settings import MIB, Settings
@@ -316,8 +316,8 @@ class TransferEngine:
         self._chain_usable = True
         # Off once the target answers a marker part with an ETag that is not its MD5.
         self._markers_usable = settings.resume_uploads
-        self._lean_source = self._lean(source)
-        self._lean_target = self._lean(target)
+        self._lean_source = lean_path(source, settings)
+        self._lean_target = lean_path(target, settings)
         self._parts = ThreadPoolExecutor(max_workers=settings.part_concurrency, thread_name_prefix="part")
         # Upload look-ups run here while the copy plans its layout: one per multipart copy in
         # flight (threads start only when needed).
@@ -620,20 +620,6 @@ class TransferEngine:
                 raise failure from exc
             raise
         return ObjectInfo.from_head(key, head)
-
-    def _lean(self, end: Endpoint) -> LeanS3 | None:
-        if not self.settings.lean_requests:
-            return None
-        try:
-            return LeanS3(
-                end.client,
-                end.bucket,
-                self.settings.connect_timeout_seconds,
-                self.settings.read_timeout_seconds,
-            )
-        except LeanUnsupported as exc:
-            log.debug("lean_path_off", side=end.name, reason=str(exc))
-            return None
 
     def _lean_failed(self, side: str, exc: LeanUnsupported) -> None:
         if exc.endpoint_wide:

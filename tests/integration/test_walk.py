@@ -23,10 +23,11 @@ from local_stack.seaweed import SeaweedS3
 from migrate import listing
 from migrate.filters import KeyFilter
 from migrate.keyspace import KeyRange, Order, key_before, start_after
-from migrate.listing import StoreLister, lean_client
+from migrate.listing import StoreLister
 from migrate.plan import Action, merge
 from migrate.walk import Plan, Skipped, Walk, detect_order
 from replicator.clients import Endpoint, build_clients
+from replicator.lean_s3 import lean_path
 from replicator.objects import ObjectInfo, timestamp
 from replicator.settings import Settings
 from tests.integration.support import moto_client, settings_for, settings_through
@@ -168,7 +169,7 @@ def small(lyve: SeaweedS3) -> tuple[Settings, Endpoint]:
 def store_listers(small: tuple[Settings, Endpoint]) -> list[StoreLister]:
     """The bucket's listing on the lean path, and through boto3."""
     settings, end = small
-    lean = lean_client(end, settings)
+    lean = lean_path(end, settings)
     assert lean is not None
     return [StoreLister(end, lean), StoreLister(end)]
 
@@ -212,7 +213,7 @@ def test_seaweedfs_is_known_to_list_in_tree_order(small: tuple[Settings, Endpoin
 @pytest.mark.parametrize("prefix", ["", "d/", "sp ace/", "zü/"])
 def test_the_lean_listing_returns_what_boto3_returns(small: tuple[Settings, Endpoint], prefix: str) -> None:
     settings, end = small
-    lean = lean_client(end, settings)
+    lean = lean_path(end, settings)
     assert lean is not None
     fields = ("Key", "Size", "ETag", "LastModified", "StorageClass")
     lean_pages: list[list[dict[str, Any]]] = []
@@ -318,8 +319,7 @@ def test_a_split_walk_over_seaweedfs_decides_what_one_merge_decides(
     settings = settings_for(lyve, pair[0], pair[1])
     clients = build_clients(settings)
     source, target = (
-        Slowed(StoreLister(end, lean_client(end, settings)), 0.005)
-        for end in (clients.source, clients.target)
+        Slowed(StoreLister(end, lean_path(end, settings)), 0.005) for end in (clients.source, clients.target)
     )
     assert detect_order(source.inner) is Order.TREE
     walk = Walk(source, target, Plan(Order.TREE), KeyFilter(), [KeyRange()])
