@@ -146,6 +146,9 @@ class QueueConsumer:
         for lease in stragglers:
             lease.interrupt(Interruption.SHUTDOWN)
             self._interrupted(lease)
+        for lease in stragglers:
+            # A job that stopped just now may be requeueing its message itself: let it finish.
+            lease.wait_settled(deadline - time.monotonic())  # ECS stops the task 5 s later
         # A receive still waiting puts back what it gets (see _receive_loop).
         receiver.join(timeout=max(0.0, deadline - time.monotonic() - 0.5))
         self._jobs.shutdown(wait=False, cancel_futures=True)

@@ -68,6 +68,7 @@ class Lease:
         self.renewed_at = self.received_at
         self._call_lock = threading.Lock()
         self._state_lock = threading.Lock()
+        self._settled = threading.Event()  # the final action has run, or never will
 
     @property
     def first(self) -> Delivery:
@@ -93,11 +94,21 @@ class Lease:
         """Take the final action, once, and only while the lease is held; either way no renewal
         follows. It runs after any renewal in progress has ended."""
         with self._call_lock, self._state_lock:
-            held = self.state is State.HELD
+            was = self.state
             self.state = State.DONE
-        if held:
-            action(self)
-        return held
+        if was is State.HELD:
+            try:
+                action(self)
+            finally:
+                self._settled.set()
+        elif was is State.LOST:
+            self._settled.set()  # lost: no final action will ever run
+        return was is State.HELD
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait for the final action, which may be running on another thread (a job that saw the
+        cancel late): a process that ends mid-requeue leaves its message invisible, or twice."""
+        return self._settled.wait(max(0.0, timeout))
 
     def wants_renewal(self, now: float) -> bool:
         """A renewal is due (or the lease was lost on failed calls) and none is in flight."""

@@ -289,7 +289,7 @@ def test_sigterm_requeues_unfinished_work_and_the_next_worker_resumes(
         assert took <= deadline + 2, took
         first = _events(stderr)
         requeues = [e for e in first if e["event"] == "requeued"]
-        assert len(requeues) == 1, first
+        assert len(requeues) == 1, stderr.decode()
         [requeued] = requeues
         assert requeued["reason"] == "shutdown"
         assert not [e for e in first if e["event"] in ("handed_back", "reconciled")]

@@ -66,6 +66,7 @@ class MemorySQS:
     slow_visibility: tuple[int, float] | None = None
     slow_started: threading.Event = field(default_factory=threading.Event)
     send_fails: bool = False
+    send_delay: float = 0.0  # every send takes this long
     delete_fails: bool = False
     # Every visibility change raises this (None: none does) ...
     visibility_raises: Exception | None = None
@@ -135,6 +136,7 @@ class MemorySQS:
         }
 
     def send_message(self, **kwargs: Any) -> dict[str, Any]:
+        time.sleep(self.send_delay)
         if self.send_fails:
             raise EndpointConnectionError(endpoint_url=kwargs["QueueUrl"])
         with self.lock:
@@ -795,6 +797,32 @@ def test_stragglers_exit_the_process_right_after_their_messages_are_requeued() -
     consumer.run()
     assert exits == [(0, ["h1"], 1, False)]  # after the requeue, while the copy still ran
     finished.wait(5)
+
+
+def test_a_copy_that_stops_at_the_deadline_requeues_its_message_before_the_process_ends(
+    logs: io.StringIO,
+) -> None:
+    """The job sees the cancel late and is still requeueing when the deadline comes: the
+    process waits for that requeue instead of ending in the middle of it (which left the
+    message invisible for its whole visibility timeout)."""
+
+    def stops_late(cancel: threading.Event) -> None:
+        assert cancel.wait(5)
+        raise CancelledError("stopped")
+
+    # Deadline 3 s after the stop: cancel at 2 s, stragglers taken at 2.5 s, the requeue's
+    # send ends at about 2.7 s, the deadline is at 3 s.
+    sqs = MemorySQS([], send_delay=0.7)
+    consumer, sqs, _ = make(
+        [sqs_message("late", "h1")], {"late": stops_late}, sqs, shutdown_deadline_seconds=3
+    )
+    exits: list[tuple[list[str], int]] = []
+    consumer._exit_process = lambda code: exits.append((list(sqs.deleted), len(sqs.sent)))  # type: ignore[assignment,misc,return-value]
+    stop_after(consumer, 0.3)
+    consumer.run()
+    assert exits == [(["h1"], 1)]  # requeued whole before the process ended
+    [requeued] = [e for e in events(logs) if e["event"] == "requeued"]
+    assert requeued["reason"] == "shutdown"
 
 
 def test_a_copy_that_stops_in_time_does_not_end_the_process() -> None:
