@@ -46,6 +46,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from local_stack.seaweed import SeaweedS3
+from migrate.listing import PAGE_KEYS
 from migrate.walk import LISTING_THREADS
 from replicator.lean_s3 import LeanS3
 
@@ -739,6 +740,11 @@ class ListingScenarios:
             # and states it apart) against a quarter of the unsharded run's.
             own = shard["lists"] - (shard["discovery_requests"] or 0) if shard["lists"] is not None else None
             shard["lists_over_share"] = _ratio(own, share)
+            # Beside it: against the fewest a quarter of the pair needs (one request per 1,000
+            # keys and side), and the shard's share of the keys (what discovery's balance gave).
+            shard["lists_over_ideal"] = _ratio(own, 2 * pair.keys / PAGE_KEYS / SHARDS)
+            compared = shard["keys_compared"]
+            shard["keys_share"] = _ratio(compared, pair.keys / SHARDS) if compared is not None else None
         counted = [s["keys_compared"] for s in shards]
         digests = [s["keys_digest"] for s in shards]
         total = sum(counted) if counted and None not in counted else None
@@ -820,10 +826,11 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "",
         f"Shards ({shards['mode']}; each through a proxy counting LIST requests):",
         "",
-        "| run | source LISTs | target LISTs | discovery | ranges | keys compared "
-        "| (LISTs - discovery) / (unsharded / "
-        f"{settings['shards']}) | proxy LISTs (source + target) | proxy - ours |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | source LISTs | target LISTs | discovery | ranges | keys compared | keys / (keys / "
+        f"{settings['shards']}) | (LISTs - discovery) / (unsharded / {settings['shards']}) "
+        f"| (LISTs - discovery) / (2 x keys / 1,000 / {settings['shards']}) "
+        "| proxy LISTs (source + target) | proxy - ours |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in shards["runs"]:
         proxy = row["proxy_lists"]
@@ -831,7 +838,9 @@ def markdown(result: dict[str, Any]) -> list[str]:
             f"| {row['run']}{'' if row['ok'] else ' (failed)'} | {_num(row['source_requests'], 'd')} | "
             f"{_num(row['target_requests'], 'd')} | {_num(row['discovery_requests'], 'd')} | "
             f"{_num(row['ranges'], 'd')} | {_num(row['keys_compared'], ',')} | "
-            f"{_num(row.get('lists_over_share'))} | {proxy['source']} + {proxy['target']} | "
+            f"{_num(row.get('keys_share'))} | "
+            f"{_num(row.get('lists_over_share'))} | {_num(row.get('lists_over_ideal'))} | "
+            f"{proxy['source']} + {proxy['target']} | "
             f"{_num(row['proxy_minus_ours'], 'd')} |"
         )
     lines += [

@@ -12,7 +12,8 @@ Contenders:
 
 Then the listing scenarios (bench/listing.py): `--check` of an identical 100,000-key pair against
 `rclone check`, sharded checks, memory and temporary disk against bucket size, and the time to the
-first copy.
+first copy. Then the event path (bench/events.py): S3 events at steady rates and in a burst through
+the handler, the FIFO queue and two workers, on the local stack.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any, NamedTuple
 
 from boto3.s3.transfer import TransferConfig
 
-from bench import listing
+from bench import events, listing
 from local_stack.seaweed import SeaweedS3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -323,7 +324,7 @@ class Bench:
 
 
 CONTENDERS = ("lyve-replicator", "rclone", "old-method")
-SCENARIO_GROUPS = ("copies", "listing")  # the copy scenarios, then bench/listing.py's
+SCENARIO_GROUPS = ("copies", "listing", "events")  # the copy scenarios, bench/listing.py's, bench/events.py's
 
 
 def copy_scenarios(bench: Bench, args: argparse.Namespace) -> list[Measurement]:
@@ -369,20 +370,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     measurements: list[Measurement] = []
     listing_result: dict[str, Any] | None = None
+    events_result: dict[str, Any] | None = None
     try:
-        with SeaweedS3() as source, SeaweedS3() as target:
-            bench = Bench(source, target, workdir)
-            if "copies" in args.only:
-                measurements = copy_scenarios(bench, args)
-            if "listing" in args.only:
-                listing_result = listing.run_all(
-                    bench, measure, args.runs, args.listing_keys, args.listing_small_keys
-                )
+        if {"copies", "listing"} & set(args.only):
+            with SeaweedS3() as source, SeaweedS3() as target:
+                bench = Bench(source, target, workdir)
+                if "copies" in args.only:
+                    measurements = copy_scenarios(bench, args)
+                if "listing" in args.only:
+                    listing_result = listing.run_all(
+                        bench, measure, args.runs, args.listing_keys, args.listing_small_keys
+                    )
+        if "events" in args.only:  # its own stack: moto, SeaweedFS, the invoker, two workers
+            events_result = events.run(args.events_rates, args.events_seconds, args.events_burst)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result = summarize(measurements, args)
     if listing_result is not None:
         result["listing"] = listing_result
+    if events_result is not None:
+        result["events"] = events_result
     return result
 
 
@@ -470,6 +477,8 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     if "listing" in result:
         lines += listing.markdown(result["listing"])
+    if "events" in result:
+        lines += events.markdown(result["events"])
     return "\n".join(lines)
 
 
@@ -481,6 +490,19 @@ def main() -> int:
     parser.add_argument("--listing-keys", type=int, default=100_000, help="keys in the listing pair")
     parser.add_argument(
         "--listing-small-keys", type=int, default=10_000, help="keys in the pair memory is compared with"
+    )
+    parser.add_argument(
+        "--events-rates",
+        type=float,
+        nargs="+",
+        default=list(events.DEFAULT_RATES),
+        help="event path: steady rates, events a second",
+    )
+    parser.add_argument(
+        "--events-seconds", type=float, default=events.DEFAULT_SECONDS, help="event path: seconds per rate"
+    )
+    parser.add_argument(
+        "--events-burst", type=int, default=events.DEFAULT_BURST, help="event path: objects in the burst"
     )
     parser.add_argument(
         "--only",

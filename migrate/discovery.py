@@ -38,7 +38,7 @@ def probe_budget(shards: int) -> int:
 class FolderListing(Lister, Protocol):
     """A store's listing, which can also list one folder's entries with Delimiter "/"."""
 
-    def folders(self, prefix: str) -> tuple[list[str], list[str], bool]: ...
+    def folders(self, prefix: str, start_after: str | None = None) -> tuple[list[str], list[str], bool]: ...
 
 
 @dataclass

@@ -114,14 +114,15 @@ _DIGITS, _LOWER, _UPPER = "0123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHI
 
 def _widened(chars: set[str]) -> set[str]:
     """The characters a position may hold, from those seen there: a digit stands for all ten
-    (the next keys count on), a letter for its alphabet, or only for a-f (A-F) when no letter
-    past f was seen (hex names)."""
+    (the next keys count on), two letters or more for their alphabet, or only for a-f (A-F)
+    when no letter past f was seen (hex names). One letter alone is taken for a fixed part of
+    the names ("logs", "flat"): widened, it would put split points in names that do not exist."""
     wide = set(chars)
     if wide & set(_DIGITS):
         wide.update(_DIGITS)
     for letters in (_LOWER, _UPPER):
         seen = wide & set(letters)
-        if seen:
+        if len(seen) > 1:
             wide.update(letters[:6] if max(seen) <= letters[5] else letters)
     return wide
 

@@ -92,6 +92,7 @@ class StoreLister:
         self.server = ""
         self._lean = lean
         self._count = threading.Lock()
+        self._primed: tuple[str, str | None, Any] | None = None
         # Restored archived objects are readable: S3 says which, in the listing, when asked.
         # Other stores may refuse the header, and have no archive classes to restore from.
         self._attributes: tuple[str, ...] = ("RestoreStatus",) if on_aws(endpoint) else ()
@@ -100,8 +101,10 @@ class StoreLister:
         self, prefix: str, start_after: str | None, max_keys: int = PAGE_KEYS
     ) -> Iterator[list[dict[str, Any]]]:
         token: str | None = None
+        page = self._take_primed(prefix, start_after) if max_keys == PAGE_KEYS else None
         while True:
-            page = self._page(prefix, start_after, token, max_keys)
+            if page is None:
+                page = self._page(prefix, start_after, token, max_keys)
             yield page.get("Contents", [])
             if not page.get("IsTruncated"):
                 return
@@ -109,11 +112,26 @@ class StoreLister:
             if not token:
                 raise RuntimeError(f"the {self.side} listing is truncated but gives no continuation token")
             max_keys = PAGE_KEYS
+            page = None
 
-    def folders(self, prefix: str) -> tuple[list[str], list[str], bool]:
-        """One page of the folder `prefix` listed with Delimiter "/": the keys directly in it,
-        its subfolders (each ending in "/"), and whether there is more."""
-        page = self._page(prefix, None, None, PAGE_KEYS, "/")
+    def prime(self, prefix: str, start_after: str | None) -> None:
+        """Fetch the first page of a listing now (its answer names the store's Server); the
+        `pages` call that asks for that listing later starts with it, without a request."""
+        page = self._page(prefix, start_after, None, PAGE_KEYS)
+        with self._count:
+            self._primed = (prefix, start_after, page)
+
+    def _take_primed(self, prefix: str, start_after: str | None) -> Any:
+        with self._count:
+            primed, self._primed = self._primed, None
+        if primed is not None and primed[:2] == (prefix, start_after):
+            return primed[2]
+        return None  # asked for another listing: that page is not this one's
+
+    def folders(self, prefix: str, start_after: str | None = None) -> tuple[list[str], list[str], bool]:
+        """One page of the folder `prefix` listed with Delimiter "/" (after `start_after`): the
+        keys directly in it, its subfolders (each ending in "/"), and whether there is more."""
+        page = self._page(prefix, start_after, None, PAGE_KEYS, "/")
         files = [entry["Key"] for entry in page.get("Contents", [])]
         folders = [entry["Prefix"] for entry in page.get("CommonPrefixes", [])]
         return files, folders, bool(page.get("IsTruncated"))

@@ -422,12 +422,27 @@ class Migration:
     def _plan(self, force_sorted: bool) -> Plan:
         if self._first_plan is None:
             source, target = self._sides()
-            target_order = Order.BYTE if self.options.stream_target_listing else detect_order(target)
-            self._first_plan = Plan.for_pair(detect_order(source), target_order)
+            first, prefix = self._first_range(), self.options.key_filter.prefix
+            target_order = (
+                Order.BYTE if self.options.stream_target_listing else detect_order(target, first, prefix)
+            )
+            # Split points are found by listing the source's top: its first page is that one.
+            source_first = first or KeyRange()
+            self._first_plan = Plan.for_pair(detect_order(source, source_first, prefix), target_order)
         if force_sorted:
             # Sorted on disk, but in the first pass's order: a shard's range keeps its keys.
             return Plan(self._first_plan.order, sort_source=True, sort_target=True)
         return self._first_plan
+
+    def _first_range(self) -> KeyRange | None:
+        """The range this run lists first, if it is known before the listing order."""
+        index, count = self.options.key_filter.shard
+        if count == 1:
+            return KeyRange()
+        splits = self.options.splits
+        if splits is None or len(splits) != count - 1:
+            return None  # found by discovery, after the order
+        return ranges_between(list(splits))[index]
 
     def _ranges(self, plan: Plan) -> list[KeyRange]:
         """The key ranges this run lists: all of them, or its shard's."""

@@ -1,12 +1,14 @@
 """Both sides' listings, range by range, merged into decisions by several threads at once.
 
 The key space is cut into disjoint ranges (one, or a shard's share); each range is listed on both
-sides and merged on its own, so no global order is needed and ranges run in parallel. When a
-thread has nothing to do, it splits a range still being listed: a probe of the source at a
-point between the range's position and its end (found with a `Projection` of the keys seen so
-far) gives the first key there, which becomes the new range's start; the probe's page is the new
-range's first page, so a split costs at most the one request. A flat prefix of millions of keys
-is listed by all threads at once, without knowing its size in advance.
+sides and merged on its own, so no global order is needed and ranges run in parallel. Each side
+of a range fetches its next page while the last one is merged. When a thread has nothing to do,
+it splits a range still being listed: at the start of a folder between the range's position and
+its end (learned with Delimiter listings, see `migrate.splitting`), or else at the first key a
+probe of the source finds past a point a `Projection` of the keys seen puts midway (the probe's
+page is the new range's first). Splits cost requests, so a walk spends on them a twentieth of
+the pages it has listed: a flat prefix of millions of keys is listed by all threads at once,
+without knowing its size in advance, and a shard of a few dozen pages is hardly split at all.
 
 Memory holds a page or two per range in flight. Stores listing in a known order stream; a side
 in no known order is sorted on disk, per range (its rows, and only those, are spilled), and its
@@ -18,14 +20,13 @@ from __future__ import annotations
 import queue
 import random
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from migrate.filters import KeyFilter
 from migrate.keyspace import KeyRange, Order, Projection, known_order, ordered, start_after, unordered
 from migrate.listing import (
-    FIRST_PAGE_KEYS,
     Lister,
     ListingOrderError,
     Pages,
@@ -33,6 +34,7 @@ from migrate.listing import (
     sorted_entries_on_disk,
 )
 from migrate.plan import Decision, MergeStats, compare_pair, identical_in_listings, source_only, target_only
+from migrate.splitting import CUT_COST, PROBE_COST, FolderBoundaries, SplitBudget
 from replicator.logs import get_logger
 from replicator.objects import ObjectInfo
 
@@ -54,14 +56,22 @@ class Skipped(NamedTuple):
     size: int
 
 
-def detect_order(lister: Lister) -> Order | None:
-    """The order a side lists in: from the store's host or Server header (one 1-key request
-    when the host does not tell); listings that are not stores (an inventory) are sorted."""
+def detect_order(lister: Lister, first: KeyRange | None = None, prefix: str = "") -> Order | None:
+    """The order a side lists in: from the store's host or Server header; listings that are
+    not stores (an inventory) are sorted. When the host does not tell, the first page of the
+    range `first` is asked for now and kept for the walk, which then starts with it: no
+    request is spent on the question (unless the range starts at a folder and the store turns
+    out to list in byte order: StartAfter differs then, and the page goes unused). Without a
+    range known yet, one 1-key page answers."""
     if not isinstance(lister, StoreLister):
         return Order.BYTE
     order = known_order(lister.endpoint, lister.server)
     if order is None and not lister.server:
-        next(lister.pages("", None, max_keys=1), None)
+        if first is None:
+            next(lister.pages(prefix, None, max_keys=1), None)
+        else:
+            # Both orders list the same prefix (a shared prefix reads the same in either).
+            lister.prime(first.listing_prefix(prefix, Order.BYTE), start_after(first.start, Order.TREE))
         order = known_order(lister.endpoint, lister.server)
     return order
 
@@ -177,6 +187,8 @@ class Walk:
         self._out: queue.Queue[Any] = queue.Queue(maxsize=2_000)  # memory: decisions waiting
         self._samples: list[str] = []
         self._random = random.Random(0)
+        self.budget = SplitBudget()
+        self._folders = FolderBoundaries(source, plan.order, self.prefix)
         self._stats_lock = threading.Lock()
 
     # -- the consumer ---------------------------------------------------------------------------
@@ -258,7 +270,7 @@ class Walk:
                 self._cv.wait(timeout=0.05)
 
     def _split_candidate(self) -> _Range | None:
-        if not self.plan.splittable or not self._samples:
+        if not self.plan.splittable or not self.budget.affords(CUT_COST):
             return None
         ready = [
             r
@@ -276,10 +288,15 @@ class Walk:
         stats = MergeStats()
         source = self._entries(self.source, rng, self.plan.sort_source, rng.first_source)
         target = self._entries(self.target, rng, self.plan.sort_target, None)
-        for item in self._merge(source, target, stats):
-            if self._stopped():
-                break
-            self._out.put(item)
+        try:
+            for item in self._merge(source, target, stats):
+                if self._stopped():
+                    break
+                self._out.put(item)
+        finally:
+            for side in (source, target):
+                if isinstance(side, Generator):
+                    side.close()  # stops the side's fetching now, not when collected
         with self._stats_lock:
             merged = self.stats.merge
             merged.source_keys += stats.source_keys
@@ -345,7 +362,7 @@ class Walk:
         range's ends share, filtered (the caller sorts them)."""
         order = self.plan.order
         prefix = rng.bounds().listing_prefix(self.prefix, order)
-        for page in lister.pages(prefix, None, FIRST_PAGE_KEYS):
+        for page in lister.pages(prefix, None):
             if self._stopped():
                 return
             for entry in page:
@@ -357,20 +374,25 @@ class Walk:
 
     def _stream(self, lister: Lister, rng: _Range, first: Pages | None) -> Iterator[dict[str, Any]]:
         order = self.plan.order
+        # Full pages from the first: a short first page costs a request more per range and side,
+        # and gains some 10 ms on the first copy.
         pages = first or lister.pages(
-            rng.bounds().listing_prefix(self.prefix, order), start_after(rng.start, order), FIRST_PAGE_KEYS
+            rng.bounds().listing_prefix(self.prefix, order), start_after(rng.start, order)
         )
+        ahead = self._ahead(rng, pages)
+        try:
+            yield from self._in_range(lister, rng, ahead)
+        finally:
+            ahead.close()  # its fetching thread ends now, not when the generator is collected
+
+    def _in_range(
+        self, lister: Lister, rng: _Range, ahead: Iterator[tuple[list[dict[str, Any]], str | None]]
+    ) -> Iterator[dict[str, Any]]:
+        """The entries of the range, each page checked for order whole."""
+        order = self.plan.order
         previous: str | None = None
         previous_raw = ""
-        last: str | None = None  # this side's last key fetched: its own progress, not the other's
-        while not self._stopped() and not rng.reached(last):
-            page = next(pages, None)
-            if page is None:
-                return
-            if page:
-                last = ordered(page[-1]["Key"], order)
-            end = rng.fetched(last)
-            self._sample(page)
+        for page, end in ahead:
             past_end = False
             for entry in page:
                 key = ordered(entry["Key"], order)
@@ -388,6 +410,58 @@ class Walk:
             if past_end:
                 return
 
+    def _ahead(
+        self, rng: _Range, pages: Pages
+    ) -> Generator[tuple[list[dict[str, Any]], str | None], None, None]:
+        """The side's pages of the range with the range's end as each was fetched; the next page
+        is requested while this one is merged, so that a side's round trip and the merge overlap
+        (one range then moves at the pace of the slower of the three, not of their sum). No
+        request goes past a page that reached the range's end."""
+        box: queue.Queue[Any] = queue.Queue(maxsize=1)
+        done = threading.Event()
+        turn = threading.Semaphore(1)  # a request only once the page before it was taken
+
+        def put(item: Any) -> None:
+            while not done.is_set():
+                try:
+                    box.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    pass
+
+        def fetch() -> None:
+            order = self.plan.order
+            last: str | None = None  # this side's last key fetched: its own progress, not the other's
+            try:
+                while not done.is_set() and not self._stopped() and not rng.reached(last):
+                    if not turn.acquire(timeout=0.1):
+                        continue
+                    page = next(pages, None)
+                    if page is None:
+                        break
+                    if page:
+                        last = ordered(page[-1]["Key"], order)
+                    end = rng.fetched(last)  # before any split can be placed below this page
+                    self.budget.listed()
+                    self._sample(page)
+                    put((page, end))
+            except BaseException as exc:
+                put(exc)
+                return
+            put(None)
+
+        fetcher = threading.Thread(target=fetch, name=f"{threading.current_thread().name}-ahead", daemon=True)
+        fetcher.start()
+        try:
+            while (item := box.get()) is not None:
+                turn.release()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            done.set()
+            fetcher.join()  # ends with its request in flight: no listing outlives the walk
+
     # -- splitting ------------------------------------------------------------------------------
 
     def _sample(self, page: list[dict[str, Any]]) -> None:
@@ -404,63 +478,92 @@ class Walk:
                     self._samples[self._random.randrange(SAMPLES)] = key
 
     def _split(self, rng: _Range) -> None:
-        """Probe the source between the range's position and its end; on a key there, cut the
-        range at it and queue the rest as a new range starting with the probe's pages."""
-        cut = learned = False  # learned: the probe narrowed where the source's keys end
+        """Cut the range between its position and its end: at the start of a folder there if
+        the store names one, else at the first key a probe of the source finds past a point the
+        `Projection` of the keys seen so far puts midway (the probe's page is the new range's
+        first). Each attempt is paid from the walk's budget."""
+        cut = wasted = False  # wasted: a probe's request that neither split nor taught anything
         try:
-            order = self.plan.order
-            prefix = rng.bounds().listing_prefix(self.prefix, order)
-            with self._stats_lock:
-                samples = list(self._samples)
-            projection = Projection(samples, ordered(prefix, order))
             with rng.lock:
                 low, high = rng.position, rng.end_key
                 if rng.no_source_above is not None and (high is None or rng.no_source_above < high):
                     high = rng.no_source_above
-            if low is None:
+                if low is not None:
+                    rng.split_tried_at = low  # until a cut succeeds, not again before the range moves on
+            # The cut is paid for first: no folder listing or probe is spent on a split that
+            # could not then be made.
+            if low is None or not self.budget.spend(CUT_COST):
                 return
-            with rng.lock:
-                rng.split_tried_at = low  # until a cut succeeds, not again before the range moves on
-            point = projection.between(low, high)
-            if point is None:
-                return
-            probe = unordered(point, order)
-            if not probe.startswith(prefix):
-                return
-            pages = self.source.pages(prefix, probe)
-            with self._stats_lock:
-                self.stats.probes += 1
-            first = next(pages, [])
-            if not first:
-                with rng.lock:
-                    rng.no_source_above = point
-                learned = True
-                return
-            self._sample(first)
-            new_start = first[0]["Key"]
-            with self._cv:  # cut and queued at once: the walk cannot end in between
-                cut, old_end = rng.cut_at(new_start)
-                if cut:
-                    rest = _Range(KeyRange(new_start, old_end), order, _chain(first, pages))
-                    rest.no_source_above = rng.no_source_above
-                    self._pending.append(rest)
-                    with self._stats_lock:
-                        self.stats.splits += 1
-                    self._cv.notify_all()
-            with rng.lock:
-                if cut:
-                    rng.split_tried_at = None
-                elif rng.end_key is not None and ordered(new_start, order) >= rng.end_key:
-                    rng.no_source_above = point  # the source has nothing more in the range
-                    learned = True
+            self._forget_passed_folders()
+            boundary = self._folders.between(low, high, self.budget)
+            if boundary is not None:
+                cut = self._cut(rng, boundary, None)
+            else:
+                cut, wasted = self._probe(rng, low, high)
+            if not cut:
+                self.budget.refund(CUT_COST)
         finally:
             with self._cv:
                 rng.splitting = False
                 if cut:
                     rng.failed_splits = 0
-                elif not learned:
+                    rng.split_tried_at = None
+                elif wasted:
                     rng.failed_splits += 1
                 self._cv.notify_all()
+
+    def _forget_passed_folders(self) -> None:
+        with self._cv:
+            lows = [r.position or r.start_key for r in (*self._active, *self._pending)]
+        if lows and None not in lows:
+            self._folders.forget_below(min(k for k in lows if k is not None))
+
+    def _probe(self, rng: _Range, low: str, high: str | None) -> tuple[bool, bool]:
+        """A split inside one folder: (cut, wasted)."""
+        order = self.plan.order
+        folder = self._folders.innermost(unordered(low, order))
+        with self._stats_lock:
+            samples = list(self._samples)
+        point = Projection(samples, ordered(folder, order)).between(low, high)
+        if point is None:
+            return False, False
+        probe = unordered(point, order)
+        prefix = rng.bounds().listing_prefix(self.prefix, order)
+        if not probe.startswith(prefix) or not self.budget.spend(PROBE_COST):
+            return False, False
+        pages = self.source.pages(prefix, probe)
+        with self._stats_lock:
+            self.stats.probes += 1
+        first = next(pages, [])
+        if first and self._cut(rng, first[0]["Key"], _chain(first, pages)):
+            self.budget.refund(PROBE_COST)  # the probe's page is the new range's first: not lost
+            self._sample(first)
+            return True, False
+        if not first:
+            with rng.lock:
+                rng.no_source_above = point
+            return False, False
+        self._sample(first)
+        new_start = first[0]["Key"]
+        with rng.lock:
+            if rng.end_key is not None and ordered(new_start, order) >= rng.end_key:
+                rng.no_source_above = point  # the source has nothing more in the range
+                return False, False
+        return False, True
+
+    def _cut(self, rng: _Range, start: str, first: Pages | None) -> bool:
+        """End `rng` at `start` and queue the rest as a range of its own, if nothing at or above
+        `start` was fetched for it yet (the caller has paid for it)."""
+        with self._cv:  # cut and queued at once: the walk cannot end in between
+            cut, old_end = rng.cut_at(start)
+            if cut:
+                rest = _Range(KeyRange(start, old_end), self.plan.order, first)
+                rest.no_source_above = rng.no_source_above
+                self._pending.append(rest)
+                with self._stats_lock:
+                    self.stats.splits += 1
+                self._cv.notify_all()
+        return cut
 
 
 def _chain(

@@ -25,6 +25,7 @@ from migrate.filters import KeyFilter
 from migrate.keyspace import KeyRange, Order, key_before, start_after
 from migrate.listing import StoreLister
 from migrate.plan import Action, merge
+from migrate.splitting import SplitBudget
 from migrate.walk import Plan, Skipped, Walk, detect_order
 from replicator.clients import Endpoint, build_clients
 from replicator.lean_s3 import lean_path
@@ -301,6 +302,9 @@ class Slowed:
             time.sleep(self.delay)
             yield page
 
+    def folders(self, prefix: str, start_after: str | None = None) -> tuple[list[str], list[str], bool]:
+        return self.inner.folders(prefix, start_after)
+
 
 def listed(end: Endpoint) -> list[ObjectInfo]:
     """The bucket as boto3 lists it, in byte order."""
@@ -323,6 +327,7 @@ def test_a_split_walk_over_seaweedfs_decides_what_one_merge_decides(
     )
     assert detect_order(source.inner) is Order.TREE
     walk = Walk(source, target, Plan(Order.TREE), KeyFilter(), [KeyRange()])
+    walk.budget = SplitBudget(allowance=100)  # requests are no object here: splits are
     decisions = list(walk.decisions())
     assert_no_listing_threads()
     assert walk.stats.splits > 0

@@ -252,6 +252,18 @@ def test_between_finds_a_point_among_sequential_names(order: Order, names: str) 
     assert samples[len(samples) // 4] < point < samples[3 * len(samples) // 4]
 
 
+def test_an_open_end_is_placed_among_names_like_those_seen_not_past_every_letter() -> None:
+    """Names with a fixed part ("flat", "logs-") and counting digits: the open end's midpoint
+    keeps the fixed letters (a letter seen alone is not taken for its whole alphabet), so a
+    probe lands among the names, not past the last one."""
+    samples = [f"flat{i:06d}" for i in range(0, 1000, 3)]
+    point = Projection(samples).between(samples[-1], None)
+    assert point is not None and point.startswith("flat")
+    hexes = [f"{i:04x}" for i in range(0, 4096, 37)]  # two letters or more: their alphabet
+    wide = Projection(hexes).between(hexes[0], None)
+    assert wide is not None and wide > hexes[-1][:1]
+
+
 def test_between_tells_nothing_apart_past_its_depth() -> None:
     stem = "x" * Projection.DEPTH
     projection = Projection([stem + "a", stem + "b"])

@@ -27,9 +27,10 @@ from hypothesis import strategies as st
 
 from migrate import walk as walk_module
 from migrate.filters import KeyFilter
-from migrate.keyspace import KeyRange, Order, ordered, ranges_between
+from migrate.keyspace import KeyRange, Order, ordered, ranges_between, start_after
 from migrate.listing import ListingOrderError, StoreLister
 from migrate.plan import Action, Decision, merge
+from migrate.splitting import SPLIT_RATIO, SplitBudget
 from migrate.walk import Plan, Skipped, Walk, detect_order
 from replicator.clients import Endpoint
 from replicator.lean_s3 import _list_page
@@ -81,6 +82,25 @@ class FakeStore:
             if self.delay:
                 time.sleep(self.delay)
             yield [dict(self.objects[key], Key=key) for key in listing[index : index + size]]
+
+
+class FolderStore(FakeStore):
+    """A FakeStore that also lists a folder with Delimiter "/" (one page, as the walk asks)."""
+
+    def folders(self, prefix: str, start_after: str | None = None) -> tuple[list[str], list[str], bool]:
+        with self._lock:
+            self.requests += 1
+            self.calls.append((prefix, "/"))
+        entries: list[tuple[str, bool]] = []  # (name, is a folder), in the store's order
+        for key in listed_after(list(self.objects), start_after, self.order, prefix):
+            rest = key[len(prefix) :]
+            if "/" not in rest:
+                entries.append((key, False))
+            elif (folder := prefix + rest[: rest.index("/") + 1]) != (entries[-1][0] if entries else None):
+                entries.append((folder, True))
+        page = entries[: self.page_keys]
+        files = [name for name, folder in page if not folder]
+        return files, [name for name, folder in page if folder], len(entries) > self.page_keys
 
 
 # -- the key sets --------------------------------------------------------------------------------
@@ -174,8 +194,10 @@ def run(
     key_filter: KeyFilter | None = None,
     ranges: Iterable[KeyRange] = (KeyRange(),),
     threads: int = 16,
+    budget: SplitBudget | None = None,
 ) -> tuple[Walk, list[Decision | Skipped]]:
     walk = Walk(source, target, plan, key_filter or KeyFilter(), list(ranges), threads=threads)
+    walk.budget = budget or walk.budget
     decisions = list(walk.decisions())
     assert_no_listing_threads()
     return walk, decisions
@@ -239,13 +261,19 @@ pairs = st.lists(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(pairs, st.sampled_from(list(Order)), st.sampled_from([1, 16]), st.sampled_from([1, 3, 1000]))
+@given(
+    pairs,
+    st.sampled_from(list(Order)),
+    st.sampled_from([1, 16]),
+    st.sampled_from([1, 3, 1000]),
+    st.sampled_from([FakeStore, FolderStore]),
+)
 def test_a_walk_decides_what_one_plain_merge_decides(
-    items: list[tuple[str, str]], order: Order, threads: int, page_keys: int
+    items: list[tuple[str, str]], order: Order, threads: int, page_keys: int, store: type[FakeStore]
 ) -> None:
     source, target = pair_of((k for k, _ in items), (kind for _, kind in items))
     walk, decisions = run(
-        FakeStore("source", source, order, page_keys),
+        store("source", source, order, page_keys),
         FakeStore("target", target, order, page_keys),
         Plan(order),
         threads=threads,
@@ -258,12 +286,59 @@ def test_a_walk_decides_what_one_plain_merge_decides(
 def test_ranges_split_while_listed_still_decide_every_key_once(order: Order, seed: int) -> None:
     source, target = random_pair(seed, 3000)
     walk, decisions = run(
-        FakeStore("source", source, order, page_keys=25, delay=0.002),
+        FolderStore("source", source, order, page_keys=25, delay=0.002),
         FakeStore("target", target, order, page_keys=25, delay=0.002),
         Plan(order),
+        budget=SplitBudget(allowance=100),  # requests are no object here: splits are
     )
     assert walk.stats.splits > 0
     assert walk.stats.ranges == walk.stats.splits + 1
+    assert_exact(walk, decisions, source, target)
+
+
+@BOTH_ORDERS
+def test_a_bucket_of_folders_is_split_at_folder_starts_without_a_probe(order: Order) -> None:
+    keys = [
+        f"{top}/{sub:03d}/{n:03d}" for top in ("logs", "data", "img") for sub in range(20) for n in range(50)
+    ]
+    source, target = pair_of(keys, ["same"] * len(keys))
+    walk, decisions = run(
+        FolderStore("source", source, order, page_keys=25, delay=0.002),
+        FakeStore("target", target, order, page_keys=25, delay=0.002),
+        Plan(order),
+    )
+    assert walk.stats.splits > 2
+    assert walk.stats.probes <= 2  # a folder's start is a cut that needs no probe
+    assert_exact(walk, decisions, source, target)
+
+
+@BOTH_ORDERS
+@pytest.mark.parametrize("store", [FakeStore, FolderStore])
+def test_splitting_costs_a_bounded_share_of_the_listing(order: Order, store: type[FakeStore]) -> None:
+    """Each split costs requests (a partial page per side, a probe, a folder listing): however
+    many idle threads there are, they spend a small allowance plus a twentieth of the pages."""
+    rng = random.Random(5)
+    keys = clustered_keys(rng, 6000) + [f"flat/{rng.getrandbits(40):010x}" for _ in range(4000)]
+    source, target = pair_of(keys, ["same"] * len(keys))
+    src = store("source", source, order, page_keys=25, delay=0.002)
+    dst = FakeStore("target", target, order, page_keys=25, delay=0.002)
+    walk, decisions = run(src, dst, Plan(order))
+    assert_exact(walk, decisions, source, target)
+    needed = 2 * -(-len(keys) // 25)  # one page per 25 keys on each side
+    # A cut's partial pages come to one request on average, two at most.
+    assert src.requests + dst.requests <= needed * (1 + 2 * SPLIT_RATIO) + 2
+
+
+@BOTH_ORDERS
+def test_a_flat_folder_is_split_by_probes_at_the_default_budget(order: Order) -> None:
+    """The folder listing finds no folder in it: splits go to probes, and the budget that the
+    listing left is not spent on listing it again."""
+    keys = [f"flat/{i:06d}" for i in range(8000)]
+    source, target = pair_of(keys, ["same"] * len(keys))
+    src = FolderStore("source", source, order, page_keys=25, delay=0.002)
+    walk, decisions = run(src, FakeStore("target", target, order, page_keys=25, delay=0.002), Plan(order))
+    assert walk.stats.splits >= 2 and walk.stats.probes >= 2
+    assert [prefix for prefix, after in src.calls if after == "/"] == ["", "flat/"]  # each once
     assert_exact(walk, decisions, source, target)
 
 
@@ -291,6 +366,7 @@ def test_a_flat_run_of_names_is_listed_by_several_threads(order: Order, names: s
         FakeStore("source", source, order, page_keys=25, delay=0.002),
         FakeStore("target", target, order, page_keys=25, delay=0.002),
         Plan(order),
+        budget=SplitBudget(allowance=100),
     )
     assert walk.stats.splits > 0
     assert_exact(walk, decisions, source, target)
@@ -665,6 +741,29 @@ def test_detect_order_asks_the_store_only_when_its_host_does_not_tell(
     lister = StubbedStore(url, server)
     assert detect_order(lister) is expected
     assert lister.requests == requests
+
+
+@pytest.mark.parametrize(
+    ("first", "server", "replayed"),
+    [
+        (KeyRange(), "SeaweedFS 8000GB 4.48", True),
+        (KeyRange("logs/2024/", "logs/2025/"), "SeaweedFS 8000GB 4.48", True),
+        (KeyRange("logs/2024-05", None), "MinIO", True),
+        # A range that starts at a folder is listed from another StartAfter in byte order.
+        (KeyRange("logs/2024/", None), "MinIO", False),
+    ],
+)
+def test_the_page_that_told_the_order_is_the_first_page_of_the_walk(
+    first: KeyRange, server: str, replayed: bool
+) -> None:
+    lister = StubbedStore("http://127.0.0.1:9000", server)
+    order = detect_order(lister, first, "logs/")
+    assert order is not None and lister.requests == 1
+    pages = lister.pages(first.listing_prefix("logs/", order), start_after(first.start, order))
+    assert next(pages) == []
+    assert lister.requests == (1 if replayed else 2)
+    again = lister.pages(first.listing_prefix("logs/", order), start_after(first.start, order))
+    assert next(again) == [] and lister.requests == (2 if replayed else 3)  # kept for one listing
 
 
 def test_a_listing_that_is_no_store_is_taken_in_byte_order() -> None:
