@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import os
 import sys
 from dataclasses import dataclass
 
@@ -28,6 +30,7 @@ class Runtime:
 
 def start(reverse: bool = False, needs_queue: bool = False) -> Runtime | int:
     """Everything a command needs, or an exit code after one clear line on stderr."""
+    limit_malloc_arenas()
     try:
         settings = load_settings()
         if reverse:
@@ -47,6 +50,29 @@ def start(reverse: bool = False, needs_queue: bool = False) -> Runtime | int:
     runtime = Runtime(settings, clients, TransferEngine(clients.source, clients.target, settings))
     quiet_garbage_collector()
     return runtime
+
+
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas, before the threads start; True if it was done.
+
+    glibc gives threads that allocate arenas of their own (up to 8 per core) and keeps freed
+    memory in each. Python's objects come from its own allocator, but page bodies and the large
+    buffers of reading them go to malloc: a listing of several ranges, each with its page
+    fetchers, held freed pages in a dozen arenas (peak RSS of a 100,000-key --check: 99 MiB,
+    82 with two arenas, 75 for 10,000 keys). A MALLOC_ARENA_MAX in the environment is left to
+    decide; other C libraries have no such call and are left alone.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
 def quiet_garbage_collector() -> None:
