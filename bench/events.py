@@ -54,10 +54,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any
 
-import boto3
 from botocore.config import Config
 
-from local_stack.aws import FAKE_KEY, REGION
+from local_stack.aws import moto_client
 from local_stack.invoker import LambdaInvoker
 from local_stack.stack import LocalStack
 from replicator.lean_s3 import LeanS3
@@ -253,13 +252,7 @@ class EnqueueClock:
 def _invoker_main(conn: Connection, endpoint_url: str, notification_queue_url: str, queue_url: str) -> None:
     """The stack's invoker, polling the notification queue until told to stop; answers "times"
     with the enqueue times noted since the last answer."""
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=endpoint_url,
-        region_name=REGION,
-        aws_access_key_id=FAKE_KEY,
-        aws_secret_access_key=FAKE_KEY,
-    )
+    sqs = moto_client(endpoint_url, "sqs")
     clock = EnqueueClock(sqs)
     invoker = LambdaInvoker(clock, notification_queue_url, queue_url).start()
     conn.send("ready")
@@ -293,13 +286,8 @@ class Written:
 def _writer_main(conn: Connection, endpoint_url: str, bucket: str, threads: int) -> None:
     """PUT each batch of objects received, each at its due time, and answer with what was
     written; until told to stop. Told to call a batch off, it skips the rest of it."""
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        region_name=REGION,
-        aws_access_key_id=FAKE_KEY,
-        aws_secret_access_key=FAKE_KEY,
-        config=Config(s3={"addressing_style": "path", "payload_signing_enabled": False}),
+    client = moto_client(
+        endpoint_url, "s3", Config(s3={"addressing_style": "path", "payload_signing_enabled": False})
     )
     lean = LeanS3(client, bucket, connect_timeout=10, read_timeout=60)
     blob = os.urandom(64 * KIB)

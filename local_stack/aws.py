@@ -19,6 +19,18 @@ REGION = "us-east-1"
 FAKE_KEY = "testing"
 
 
+def moto_client(endpoint_url: str, service: str, config: Any = None) -> Any:
+    """A boto3 client of the moto server at `endpoint_url` (also from a process of its own)."""
+    return boto3.client(  # type: ignore[call-overload]
+        service,
+        endpoint_url=endpoint_url,
+        region_name=REGION,
+        aws_access_key_id=FAKE_KEY,
+        aws_secret_access_key=FAKE_KEY,
+        config=config,
+    )
+
+
 @dataclass
 class MotoAWS:
     source_bucket: str = "source-bucket"
@@ -35,13 +47,7 @@ class MotoAWS:
     _server: ThreadedMotoServer | None = field(default=None, repr=False)
 
     def client(self, service: str) -> Any:
-        return boto3.client(  # type: ignore[call-overload]
-            service,
-            endpoint_url=self.endpoint_url,
-            region_name=REGION,
-            aws_access_key_id=FAKE_KEY,
-            aws_secret_access_key=FAKE_KEY,
-        )
+        return moto_client(self.endpoint_url, service)
 
     def env(self) -> dict[str, str]:
         """What a process needs to talk to this stack through boto3's standard chain."""

@@ -6,8 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-
+from local_stack import aws
 from local_stack.fault_proxy import FaultPlan, FaultProxy
 from local_stack.seaweed import SeaweedS3
 from replicator.clients import Endpoint, build_clients
@@ -81,13 +80,7 @@ def make_engine(ends: tuple[Endpoint, Endpoint], **tuning: Any) -> TransferEngin
 
 def moto_client(url: str) -> Any:
     """A client of moto's S3 at `url`."""
-    return boto3.client(
-        "s3",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return aws.moto_client(url, "s3")
 
 
 HEADERS = {
