@@ -7,6 +7,12 @@ STAMP := $(VENV)/.installed
 # checkov pins its own HCL parser (bc-python-hcl2), which clashes with python-hcl2: own venv.
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+# Azurite, the Azure Storage server the local stack runs as an Azure Blob target: from npm, pinned,
+# into a directory of its own (needs Node.js and npm; 3.35.0 is the last release that runs on Node 20).
+NPM ?= npm
+AZURITE_VERSION := 3.35.0
+AZURITE_DIR := .azurite
+AZURITE_STAMP := $(AZURITE_DIR)/.installed-$(AZURITE_VERSION)
 LAMBDA_PYTHON_VERSION ?= 3.12
 LAMBDA_PLATFORM ?= manylinux2014_x86_64
 SHARDS ?= 1
@@ -27,8 +33,8 @@ IMAGE_TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 help:
 	@grep -E '^## ' Makefile | sed 's/^## //'
 
-## setup            virtualenvs with the project, test tools, checkov and the local servers (SeaweedFS, moto)
-setup: $(STAMP) $(CHECKOV_STAMP)
+## setup            virtualenvs with the project, test tools, checkov and the local servers (SeaweedFS, moto, Azurite)
+setup: $(STAMP) $(CHECKOV_STAMP) $(AZURITE_STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
@@ -40,6 +46,12 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
 	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov>=3.2,<4'
 	touch $(CHECKOV_STAMP)
+
+$(AZURITE_STAMP):
+	@command -v $(NPM) >/dev/null || { echo "setup: npm not found: Azurite (the local Azure Blob server) needs Node.js 20+ with npm" >&2; exit 1; }
+	rm -rf $(AZURITE_DIR)
+	$(NPM) install --prefix $(AZURITE_DIR) --no-save --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
+	touch $(AZURITE_STAMP)
 
 ## lint             ruff, mypy
 lint: setup
@@ -139,7 +151,7 @@ destroy: image-tag
 	$(TF) -chdir=$(TF_DIR) destroy -refresh=false -var image_tag=$(IMAGE_TAG) $(TF_VARS)
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(AZURITE_DIR) build dist .pytest_cache .mypy_cache .ruff_cache
 
 ## bench            this project vs rclone vs the old method (aws s3 cp via disk); writes bench/results.md|json
 bench: setup

@@ -31,6 +31,10 @@ Three processes besides the workers and SeaweedFS, so that each party's CPU is i
 CPU, utime + stime from /proc over each phase (its first write to its last object on the
 target): workers (both processes), moto (this process less its main thread), invoker, writers,
 SeaweedFS (the `weed mini` process).
+
+Requests: every request moto answers over each phase, by API call (RequestCounter wraps the WSGI
+application of moto's server in this process), and the invoker's own calls (counted in its
+process), so that the workers' share is known: all but the writers' PUTs and the invoker's calls.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from botocore.config import Config
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
 from local_stack.aws import moto_client
 from local_stack.invoker import LambdaInvoker
@@ -162,6 +167,70 @@ def cpu_between(start: CpuSnapshot, end: CpuSnapshot, events: int) -> dict[str, 
     }
 
 
+# -- moto's requests ------------------------------------------------------------------------------
+
+
+def request_name(environ: dict[str, Any]) -> str:
+    """The API call a request to moto stands for: the X-Amz-Target of a JSON-protocol call (SQS,
+    Secrets Manager), else the S3 method, with `list` for a listing, `bucket` for another call on
+    a bucket (a path-style path without a key) and `part` for a part."""
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:
+        return str(target).rsplit(".", 1)[-1]
+    query = str(environ.get("QUERY_STRING", ""))
+    method = str(environ.get("REQUEST_METHOD", "?"))
+    if "list-type" in query:
+        return f"S3 {method} list"
+    if "/" not in str(environ.get("PATH_INFO", "")).strip("/"):
+        return f"S3 {method} bucket"
+    return f"S3 {method}{' part' if 'partNumber' in query else ''}"
+
+
+class RequestCounter:
+    """Counts the requests moto's server answers in this process, by API call, while installed
+    (it wraps the WSGI application every ThreadedMotoServer builds)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._original: Any = None
+
+    def install(self) -> RequestCounter:
+        original = DomainDispatcherApplication.__call__
+        counter = self
+
+        def counted(app: Any, environ: dict[str, Any], start_response: Any) -> Any:
+            name = request_name(environ)
+            with counter._lock:
+                counter.counts[name] = counter.counts.get(name, 0) + 1
+            return original(app, environ, start_response)
+
+        self._original = original
+        DomainDispatcherApplication.__call__ = counted  # type: ignore[method-assign]
+        return self
+
+    def uninstall(self) -> None:
+        if self._original is not None:
+            DomainDispatcherApplication.__call__ = self._original  # type: ignore[method-assign]
+            self._original = None
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+
+def requests_between(start: dict[str, int], end: dict[str, int], events: int) -> dict[str, Any]:
+    """moto's requests over an interval, by call, and per event."""
+    by_call = {name: n - start.get(name, 0) for name, n in sorted(end.items()) if n > start.get(name, 0)}
+    total = sum(by_call.values())
+    return {
+        "by_call": by_call,
+        "total": total,
+        "per_event": total / events if events else None,
+        "per_event_by_call": {k: v / events for k, v in by_call.items()} if events else {},
+    }
+
+
 # -- reading the workers' logs ------------------------------------------------------------------
 
 
@@ -223,17 +292,32 @@ class WorkerLogs:
 
 
 class EnqueueClock:
-    """Wraps the invoker's SQS client: when each key's SendMessageBatch (the handler's) returned."""
+    """Wraps the invoker's SQS client: when each key's SendMessageBatch (the handler's) returned,
+    and how many calls of each kind the invoker made (its share of moto's requests)."""
 
     def __init__(self, sqs: Any) -> None:
         self._sqs = sqs
         self.enqueued: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
         self._lock = threading.Lock()
 
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.calls[name] = self.calls.get(name, 0) + 1
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._sqs, name)
+        attribute = getattr(self._sqs, name)
+        if not callable(attribute):
+            return attribute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._count(name)
+            return attribute(*args, **kwargs)
+
+        return counted
 
     def send_message_batch(self, **kwargs: Any) -> Any:
+        self._count("send_message_batch")
         response = self._sqs.send_message_batch(**kwargs)
         now = time.time()
         failed = {f["Id"] for f in response.get("Failed", [])}
@@ -243,15 +327,16 @@ class EnqueueClock:
                     self.enqueued.setdefault(json.loads(entry["MessageBody"])["key"], now)
         return response
 
-    def take(self) -> dict[str, float]:
+    def take(self) -> tuple[dict[str, float], dict[str, int]]:
+        """The enqueue times noted since the last call, and the calls made so far."""
         with self._lock:
             taken, self.enqueued = self.enqueued, {}
-        return taken
+            return taken, dict(self.calls)
 
 
 def _invoker_main(conn: Connection, endpoint_url: str, notification_queue_url: str, queue_url: str) -> None:
     """The stack's invoker, polling the notification queue until told to stop; answers "times"
-    with the enqueue times noted since the last answer."""
+    with the enqueue times noted since the last answer and its calls so far."""
     sqs = moto_client(endpoint_url, "sqs")
     clock = EnqueueClock(sqs)
     invoker = LambdaInvoker(clock, notification_queue_url, queue_url).start()
@@ -425,8 +510,9 @@ def spread(values: Sequence[float]) -> dict[str, float | None]:
 
 
 class EventScenario:
-    def __init__(self, stack: LocalStack, workdir: Path) -> None:
+    def __init__(self, stack: LocalStack, workdir: Path, requests: RequestCounter | None = None) -> None:
         self.stack = stack
+        self.requests = requests or RequestCounter()
         self.logs = WorkerLogs([workdir / f"worker-{i}.log" for i in range(WORKERS)])
         self.target = stack.target()
         self.rng = random.Random(7)
@@ -435,6 +521,7 @@ class EventScenario:
         self.writers: Child | None = None
         self.meter: CpuMeter | None = None
         self.invoker_counts: dict[str, int] | None = None
+        self.invoker_calls: dict[str, int] = {}  # the invoker's calls so far, by boto3 method
 
     def start(self) -> None:
         """The invoker and the writers, then the two workers; waits until both workers run."""
@@ -509,6 +596,7 @@ class EventScenario:
         puts = self._puts(label, count, rate)
         problems_before = dict(self.logs.problems)
         cpu_start = self.meter.snapshot()
+        requests_start = self.requests.snapshot()
         started = time.time()
         self.writers.conn.send(puts)
         written, failures, called_off = self._wait_written(puts, rate)
@@ -520,8 +608,11 @@ class EventScenario:
             time.sleep(POLL_SECONDS)
             self.logs.poll()
         cpu_end = self.meter.snapshot()
+        requests_end = self.requests.snapshot()
         self.invoker.conn.send("times")
-        self.enqueued.update(self.invoker.receive(CHILD_TIMEOUT))
+        times, invoker_calls = self.invoker.receive(CHILD_TIMEOUT)
+        self.enqueued.update(times)
+        calls_before, self.invoker_calls = self.invoker_calls, invoker_calls
 
         arrivals = {k: self.logs.arrivals[k] for k in keys if k in self.logs.arrivals}
         event_at = {k: a.at - a.latency for k, a in arrivals.items()}
@@ -546,12 +637,18 @@ class EventScenario:
             "enqueued_to_readable": spread([arrivals[k].at - t for k, t in enqueued.items()]),
             "copy_seconds": spread([a.copy_seconds for a in arrivals.values() if a.copy_seconds is not None]),
             "cpu": cpu_between(cpu_start, cpu_end, len(arrivals)),
+            "moto_requests": requests_between(requests_start, requests_end, len(arrivals)),
+            "invoker_calls": {k: n - calls_before.get(k, 0) for k, n in invoker_calls.items()},
             "worker_problems": {
                 k: n - problems_before.get(k, 0)
                 for k, n in self.logs.problems.items()
                 if n > problems_before.get(k, 0)
             },
         }
+        # The workers' share of moto's requests: all of them but the writers' PUTs and the invoker's.
+        moto = result["moto_requests"]
+        theirs = moto["by_call"].get("S3 PUT", 0) + sum(result["invoker_calls"].values())
+        result["worker_requests_per_event"] = (moto["total"] - theirs) / len(arrivals) if arrivals else None
         # Every object written is on the target, and the worker said so.
         result["complete"] = not failures and result["done"] == result["on_target"] == len(written)
         if rate:
@@ -596,7 +693,9 @@ def _print(result: dict[str, Any]) -> None:
         f"{' (writes called off)' if result['called_off'] else ''}, "
         f"p50 {_num(lat['p50'])}s p99 {_num(lat['p99'])}s max {_num(lat['max'])}s; CPU ms/event: "
         f"workers {_num(cpu['workers'], '.1f')}, moto {_num(cpu['moto'], '.1f')}, "
-        f"invoker {_num(cpu['invoker'], '.1f')}, SeaweedFS {_num(cpu['seaweed'], '.1f')}",
+        f"invoker {_num(cpu['invoker'], '.1f')}, SeaweedFS {_num(cpu['seaweed'], '.1f')}; "
+        f"moto requests/event {_num(result['moto_requests']['per_event'], '.2f')} "
+        f"(the workers' {_num(result['worker_requests_per_event'], '.2f')})",
         flush=True,
     )
 
@@ -611,10 +710,11 @@ def run(
     load_before = os.getloadavg()
     results: list[dict[str, Any]] = []
     burst_result: dict[str, Any] | None = None
+    requests = RequestCounter().install()
     with tempfile.TemporaryDirectory(prefix="bench-events-") as scratch:
         # The stack's own invoker thread stays off: the scenario runs it in a process of its own.
         stack = LocalStack().start(invoker_thread=False)
-        scenario = EventScenario(stack, Path(scratch))
+        scenario = EventScenario(stack, Path(scratch), requests)
         try:
             scenario.start()
             scenario.phase("warm-up", WARM_UP_OBJECTS, 20, 60)
@@ -629,7 +729,10 @@ def run(
             try:
                 scenario.close()
             finally:
-                stack.stop()
+                try:
+                    stack.stop()
+                finally:
+                    requests.uninstall()
     held = [r["rate"] for r in results if r.get("held")]
     return {
         "settings": {
@@ -671,8 +774,8 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "",
         "| events/s | kept | written | on the target | p50 (s) | p99 (s) | max (s) | event -> enqueued p99 "
         "| enqueued -> readable p99 | workers ms/event | moto ms/event | invoker ms/event "
-        "| SeaweedFS ms/event | workers cores | moto cores |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| SeaweedFS ms/event | workers cores | moto cores | moto requests/event (the workers') |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in [*result["rates"], *([result["burst"]] if result["burst"] else [])]:
         lat, cpu = row["latency"], row["cpu"]
@@ -685,7 +788,9 @@ def markdown(result: dict[str, Any]) -> list[str]:
             f"{_num(lat['p99'])} | {_num(lat['max'])} | {_num(row['event_to_enqueued']['p99'])} | "
             f"{_num(row['enqueued_to_readable']['p99'])} | {_num(ms['workers'], '.1f')} | "
             f"{_num(ms['moto'], '.1f')} | {_num(ms['invoker'], '.1f')} | {_num(ms['seaweed'], '.1f')} | "
-            f"{_num(cores['workers'])} | {_num(cores['moto'])} |"
+            f"{_num(cores['workers'])} | {_num(cores['moto'])} | "
+            f"{_num(row.get('moto_requests', {}).get('per_event'))} "
+            f"({_num(row.get('worker_requests_per_event'))}) |"
         )
     held = result["highest_rate_held"]
     lines += [
@@ -717,7 +822,10 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "Invoker: the stand-in for Lambda (the handler and its boto3 client), a process of its own. "
         "SeaweedFS: the `weed mini` process. Cores: CPU seconds per wall second; moto serves every "
         "request in one interpreter, so near one core it can take no more. The writers (a process of "
-        "their own, keep-alive PUTs) are in the JSON.",
+        "their own, keep-alive PUTs) are in the JSON. Moto requests/event: every request moto answered "
+        "over the phase (the writers' PUTs, the invoker's and the workers' calls), per object, and in "
+        "brackets the workers' share (all but the PUTs and the invoker's calls); the JSON has them by "
+        "API call.",
         "",
     ]
     return lines

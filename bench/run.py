@@ -19,6 +19,7 @@ the handler, the FIFO queue and two workers, on the local stack.
 from __future__ import annotations
 
 import argparse
+import compileall
 import io
 import json
 import os
@@ -42,17 +43,19 @@ from boto3.s3.transfer import TransferConfig
 
 from bench import events, listing
 from local_stack.seaweed import SeaweedS3
+from migrate.cli import DEFAULT_CONCURRENCY
+from replicator.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MIB = 1024 * 1024
 SOURCE_BUCKET = "bench-source"
 
-# Concurrency matched across contenders: 16 objects in flight, 8 parts per object, 16 MiB parts
-# (our defaults), and the same for rclone and the AWS CLI where they have the knob.
-OBJECTS_IN_FLIGHT = 16
-PARTS_IN_FLIGHT = 8
-PART_MIB = 16
+# Ours runs at its defaults, as the README tells users to; rclone and the AWS CLI get the flags
+# that match them where they have the knob: objects in flight, parts per object, part size.
+OBJECTS_IN_FLIGHT = DEFAULT_CONCURRENCY
+PARTS_IN_FLIGHT = Settings.model_fields["part_concurrency"].default
+PART_MIB = Settings.model_fields["part_size_mib"].default
 
 
 @dataclass
@@ -62,6 +65,8 @@ class Measurement:
     run: int
     seconds: float
     peak_rss_mib: float
+    cpu_seconds: float  # the contender's process tree
+    servers_cpu_seconds: float  # the two SeaweedFS servers', during the run
     objects: int
     bytes: int
     ok: bool
@@ -73,6 +78,13 @@ class Measurement:
     @property
     def objects_per_s(self) -> float:
         return self.objects / self.seconds
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process so far, all its threads (from /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _tree(root_pid: int) -> dict[int, int]:
@@ -135,6 +147,7 @@ class Measured(NamedTuple):
     code: int
     stderr: str  # its tail
     peak_temp: int  # bytes under the watched directory (0 when none is watched)
+    cpu_seconds: float = 0.0  # user + system of the process and every descendant it waited for
 
 
 def measure(argv: list[str], env: dict[str, str], watch_dir: Path | None = None) -> Measured:
@@ -158,11 +171,19 @@ def measure(argv: list[str], env: dict[str, str], watch_dir: Path | None = None)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    _, stderr = process.communicate()
+    assert process.stderr is not None
+    stderr = process.stderr.read()  # to EOF: the process and its children are done writing
+    # wait4, not communicate(): its rusage counts the process and every descendant it reaped.
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.monotonic() - started
     stop.set()
     sampler.join()
-    return Measured(elapsed, peak, process.returncode, stderr.decode(errors="replace")[-2000:], peak_temp)
+    process.stderr.close()
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measured(
+        elapsed, peak, process.returncode, stderr.decode(errors="replace")[-2000:], peak_temp, cpu
+    )
 
 
 class Bench:
@@ -201,7 +222,13 @@ class Bench:
         return small_count, sum(sizes)
 
     def fresh_target(self, name: str) -> str:
+        """A new, empty target bucket, ready for writes. SeaweedFS allocates a bucket's volumes on
+        its first write, which stalls the first writes 0.2 s, or 1 s when they come at once: a
+        server's cost that would land at random on the contenders, not a cost of copying. Paid
+        here, unmeasured (an empty object allocates nothing)."""
         self.dst.create_bucket(Bucket=name)
+        self.dst.put_object(Bucket=name, Key="bench-warm-up", Body=b"w")
+        self.dst.delete_object(Bucket=name, Key="bench-warm-up")
         return name
 
     def drop_target(self, bucket: str) -> tuple[int, int]:
@@ -222,8 +249,13 @@ class Bench:
     # -- contenders -----------------------------------------------------------------------------
 
     def _base_env(self) -> dict[str, str]:
+        """The caller's environment without what would configure a contender: ours runs at its
+        defaults whatever the shell running the bench has set (LOG_LEVEL, PART_SIZE_MIB, ...)."""
+        ours = {name.upper() for name in Settings.model_fields}
         return {
-            k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_", "SOURCE_", "TARGET_"))
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "RCLONE_", "SOURCE_", "TARGET_")) and k.upper() not in ours
         }
 
     def ours_env(
@@ -249,17 +281,29 @@ class Bench:
         }
 
     def ours(self, source_bucket: str, target_bucket: str) -> tuple[list[str], dict[str, str]]:
-        env = self.ours_env(source_bucket, target_bucket) | {"LOG_LEVEL": "WARNING"}
-        argv = [
-            sys.executable,
-            "-m",
-            "migrate",
-            "--progress",
-            "none",
-            "--concurrency",
-            str(OBJECTS_IN_FLIGHT),
-        ]
-        return argv, env
+        """`python -m migrate` exactly as the README runs it: no flags, INFO logs, progress on
+        (log lines every few seconds, as on ECS: stderr is not a terminal here)."""
+        return [sys.executable, "-m", "migrate"], self.ours_env(source_bucket, target_bucket)
+
+    def ours_md5(self, source_bucket: str, target_bucket: str) -> tuple[list[str], dict[str, str]]:
+        """The same with WHOLE_OBJECT_MD5=true: what the opt-in whole-object MD5 pass costs."""
+        argv, env = self.ours(source_bucket, target_bucket)
+        return argv, env | {"WHOLE_OBJECT_MD5": "true"}
+
+    def servers_cpu(self) -> float:
+        return sum(cpu_seconds(server.pid) for server in (self.source, self.target))
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait for the servers to go idle (the previous run's deletes, compactions), so that
+        their background work is charged to no contender."""
+        deadline = time.monotonic() + timeout
+        before = self.servers_cpu()
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = self.servers_cpu()
+            if now - before < 0.01:  # under 4% of a core
+                return
+            before = now
 
     def rclone_env(self) -> dict[str, str]:
         """Two remotes, SRC: and DST:, for rclone started with `--config /dev/null`."""
@@ -323,7 +367,11 @@ class Bench:
         return ["bash", "-c", script], env
 
 
-CONTENDERS = ("lyve-replicator", "rclone", "old-method")
+CONTENDERS = ("lyve-replicator", "rclone", "old-method", "lyve-replicator+md5")
+ONLY_LARGE = ("lyve-replicator+md5",)
+CORES = len(
+    os.sched_getaffinity(0)
+)  # the cores this bench may use  # the MD5 pass concerns multipart copies only
 SCENARIO_GROUPS = ("copies", "listing", "events")  # the copy scenarios, bench/listing.py's, bench/events.py's
 
 
@@ -341,26 +389,33 @@ def copy_scenarios(bench: Bench, args: argparse.Namespace) -> list[Measurement]:
         measure(*bench.rclone(f"{SOURCE_BUCKET}-{scenario}", warm_bucket))
         bench.drop_target(warm_bucket)
         for run_index in range(args.runs):
-            order = list(CONTENDERS)
+            order = [c for c in CONTENDERS if scenario == "large" or c not in ONLY_LARGE]
             order = order[run_index % len(order) :] + order[: run_index % len(order)]  # alternate
             for contender in order:
-                target_bucket = bench.fresh_target(f"t-{scenario}-{contender}-{run_index}")
+                target_bucket = bench.fresh_target(f"t-{scenario}-{contender.replace('+', '-')}-{run_index}")
                 build = {
                     "lyve-replicator": bench.ours,
+                    "lyve-replicator+md5": bench.ours_md5,
                     "rclone": bench.rclone,
                     "old-method": bench.old_method,
                 }[contender]
                 argv, env = build(f"{SOURCE_BUCKET}-{scenario}", target_bucket)
-                seconds, peak, code, stderr, _ = measure(argv, env)
+                bench.settle()
+                servers_before = bench.servers_cpu()
+                seconds, peak, code, stderr, _, cpu = measure(argv, env)
+                servers = bench.servers_cpu() - servers_before
                 arrived, size = bench.drop_target(target_bucket)
                 ok = code == 0 and arrived == objects and size == total
                 if not ok:
                     print(f"  {contender} FAILED (exit {code}, {arrived}/{objects}): {stderr}", flush=True)
-                m = Measurement(scenario, contender, run_index, seconds, peak / MIB, objects, total, ok)
+                m = Measurement(
+                    scenario, contender, run_index, seconds, peak / MIB, cpu, servers, objects, total, ok
+                )
                 measurements.append(m)
                 print(
                     f"  run {run_index} {contender:16s} {seconds:7.2f}s {m.mb_per_s:8.1f} MB/s "
-                    f"{m.objects_per_s:8.1f} obj/s  peak RSS {m.peak_rss_mib:7.1f} MiB",
+                    f"{m.objects_per_s:8.1f} obj/s  peak RSS {m.peak_rss_mib:7.1f} MiB  "
+                    f"CPU {cpu:6.2f}s (servers {servers:6.2f}s)",
                     flush=True,
                 )
     return measurements
@@ -406,6 +461,18 @@ def summarize(measurements: list[Measurement], args: argparse.Namespace) -> dict
                 "mb_per_s": statistics.median(m.mb_per_s for m in runs),
                 "objects_per_s": statistics.median(m.objects_per_s for m in runs),
                 "peak_rss_mib": statistics.median(m.peak_rss_mib for m in runs),
+                "cpu_seconds": statistics.median(m.cpu_seconds for m in runs),
+                "servers_cpu_seconds": statistics.median(m.servers_cpu_seconds for m in runs),
+                # Per GiB for the large object, per 1,000 objects for the small ones.
+                "cpu_per_unit": statistics.median(
+                    m.cpu_seconds / (m.bytes / 2**30 if scenario == "large" else m.objects / 1000)
+                    for m in runs
+                ),
+                # The shortest this run could have taken with every CPU-second on the machine
+                # (the contender's and both servers') spread perfectly over its cores.
+                "floor_seconds": statistics.median(
+                    (m.cpu_seconds + m.servers_cpu_seconds) / CORES for m in runs
+                ),
                 "runs": len(runs),
             }
         reference = table[scenario].get("rclone")
@@ -414,6 +481,11 @@ def summarize(measurements: list[Measurement], args: argparse.Namespace) -> dict
         for contender, row in table[scenario].items():
             if reference:
                 row["ratio_to_rclone"] = row["mb_per_s"] / reference["mb_per_s"]
+                row["cpu_ratio_to_rclone"] = row["cpu_per_unit"] / reference["cpu_per_unit"]
+                if contender != "rclone":
+                    # rclone's time as measured over this contender's floor: the best ratio to
+                    # rclone its CPU and the servers' work for it allow on this machine.
+                    row["ratio_at_floor"] = reference["seconds"] / row["floor_seconds"]
             if contender != "rclone":
                 # Alternating pairs: in how many runs this contender finished before rclone did.
                 paired = [
@@ -468,9 +540,32 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {titles[scenario]} | {contender} | {row['mb_per_s']:.1f} | {row['objects_per_s']:.1f} | "
                 f"{row['peak_rss_mib']:.0f} | {ratio_text} | {ahead} |"
             )
+    if any(result["medians"].values()):
+        lines += [
+            "",
+            "| scenario | contender | CPU s | CPU x rclone | servers' CPU s | floor s | wall s "
+            "| best x rclone the floor allows |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+    units = {"large": "per GiB", "small": "per 1,000 objects"}
+    for scenario, rows in result["medians"].items():
+        for contender, row in rows.items():
+            if "cpu_per_unit" not in row:
+                continue
+            cpu_ratio = f"{row['cpu_ratio_to_rclone']:.2f}" if "cpu_ratio_to_rclone" in row else "-"
+            at_floor = f"{row['ratio_at_floor']:.2f}" if "ratio_at_floor" in row else "-"
+            lines.append(
+                f"| {titles[scenario]} | {contender} | {row['cpu_per_unit']:.2f} {units[scenario]} "
+                f"| {cpu_ratio} | {row['servers_cpu_seconds']:.2f} | {row['floor_seconds']:.2f} "
+                f"| {row['seconds']:.2f} | {at_floor} |"
+            )
     lines += [
         "",
         "Peak RSS is the resident memory of the contender's whole process tree, sampled every 50 ms.",
+        "CPU is user + system time of the contender's process tree (wait4), servers' CPU that of the two "
+        "SeaweedFS servers during the run (/proc). The floor is all of it over the machine's cores: no "
+        "contender can finish sooner here, so rclone's time over a contender's floor is the best ratio "
+        "to rclone it could reach.",
         "Runs ahead of rclone: in how many of the alternating runs the contender finished first.",
         "The old method's figure includes its local disk round trip (`aws s3 cp` down, then up).",
         "",
@@ -513,6 +608,10 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     args = parser.parse_args()
+    # Bytecode for the project's modules, as an installed package (the image) has it: an editable
+    # checkout under PYTHONDONTWRITEBYTECODE would compile them again at every start.
+    for package in ("replicator", "migrate", "worker", "lambda_enqueue"):
+        compileall.compile_dir(ROOT / package, quiet=1)
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=2))

@@ -85,6 +85,13 @@ class SeaweedS3:
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
+    @property
+    def pid(self) -> int:
+        """The server's process (one process: master, volume, filer and S3 gateway)."""
+        if self._process is None:
+            raise RuntimeError("the server is not running")
+        return self._process.pid
+
     def start(self, timeout: float = 60) -> SeaweedS3:
         if self.data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="seaweed-")

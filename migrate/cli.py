@@ -32,6 +32,7 @@ from migrate.uploads import cleanup_uploads
 from replicator.runtime import EXIT_CONFIG, EXIT_STARTUP, start
 from replicator.settings import Settings
 
+DEFAULT_CONCURRENCY = 32  # objects in flight
 EXIT_DIFFERENT = 1
 EXIT_DELETES_REFUSED = 4
 EXIT_INTERRUPTED = 130
@@ -129,7 +130,12 @@ def _parser() -> argparse.ArgumentParser:
         help="print the split points for N shards as JSON (a few requests to the source) and exit",
     )
     t = p.add_argument_group("tuning")
-    t.add_argument("--concurrency", type=int, default=32, help="objects in flight (default 32)")
+    t.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"objects in flight (default {DEFAULT_CONCURRENCY})",
+    )
     t.add_argument(
         "--processes",
         type=int,

@@ -19,10 +19,12 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import select
 import ssl
 import threading
 import types
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
@@ -60,6 +62,9 @@ _REQUEST_HEADERS = {
     "Expires": "Expires",
     "ContentMD5": "Content-MD5",
 }
+# Bytes moved per read and send when a part streams from the source's GET into the target's
+# UploadPart: the only buffer such a part holds, whatever its size.
+STREAM_CHUNK = 1024 * 1024
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _AWS_S3_HOST = re.compile(r"^s3[.-]([a-z0-9-]+\.)?amazonaws\.com$")
 
@@ -200,8 +205,32 @@ class LeanS3:
             connection.close()
             self._local.connection = None
 
+    def _forget(self, connection: http.client.HTTPConnection) -> None:
+        """Close `connection`, and stop reusing it if it is this thread's."""
+        connection.close()
+        if getattr(self._local, "connection", None) is connection:
+            self._local.connection = None
+
+    def _stale(self) -> bool:
+        """Whether this thread's kept-alive connection was closed by the server meanwhile: an idle
+        connection with something to read has been (urllib3 makes the same check). A streamed body
+        cannot be sent a second time on a fresh one, so it is checked before sending."""
+        connection = getattr(self._local, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
     def _open(
-        self, method: str, target: str, headers: dict[str, str], body: bytes | memoryview | None
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes | memoryview | RangeStream | None,
     ) -> http.client.HTTPResponse:
         """Send a request and read the status and headers; the caller reads the body."""
         for attempt in (1, 2):
@@ -211,9 +240,10 @@ class LeanS3:
                 return connection.getresponse()
             except (http.client.HTTPException, ConnectionError):
                 # A kept-alive connection the server had closed: reconnect once, then give up
-                # (the caller's retry policy takes over).
+                # (the caller's retry policy takes over). A streamed body that has begun cannot
+                # be sent again: the caller's retry reads the range again.
                 self._drop_connection()
-                if attempt == 2:
+                if attempt == 2 or (isinstance(body, RangeStream) and body.started):
                     raise
             except BaseException:
                 self._drop_connection()  # a timeout leaves the connection mid-exchange
@@ -221,7 +251,11 @@ class LeanS3:
         raise AssertionError("unreachable")
 
     def _exchange(
-        self, method: str, target: str, headers: dict[str, str], body: bytes | memoryview | None
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        body: bytes | memoryview | RangeStream | None,
     ) -> _Response:
         response = self._open(method, target, headers, body)
         try:
@@ -357,6 +391,60 @@ class LeanS3:
             raise
         return buffer
 
+    def supports(self, key: str) -> bool:
+        """Whether this path can address `key` (else boto3 does)."""
+        try:
+            self._path(key)
+        except LeanUnsupported:
+            return False
+        return True
+
+    def open_range(
+        self,
+        key: str,
+        start: int,
+        length: int,
+        buffer: memoryview,
+        version_id: str | None = None,
+        if_match: str | None = None,
+    ) -> RangeStream:
+        """A ranged GET whose body is read later, `buffer` at a time, by whoever iterates the
+        stream (in this thread: the connection is this thread's). Close it when done."""
+        headers = {"Range": f"bytes={start}-{start + length - 1}"}
+        if if_match:
+            headers["If-Match"] = if_match
+        target, signed = self._signed("GET", key, headers, {"versionId": version_id} if version_id else None)
+        response = self._open("GET", target, signed, None)
+        try:
+            if response.status >= 300:
+                self._raise(_Response(response.status, response.reason, {}, response.read()), "GetObject")
+            if response.length is not None and response.length != length:
+                raise http.client.HTTPException(
+                    f"asked for {length} bytes of {key!r}, the answer holds {response.length}"
+                )
+        except BaseException:
+            self._drop_connection()
+            raise
+        return RangeStream(self, self._connection(), response, key, length, buffer)
+
+    def upload_part_stream(self, key: str, upload_id: str, number: int, body: RangeStream) -> str:
+        """UploadPart with its bytes streamed from a source range as they arrive; returns the
+        part's ETag. No Content-MD5: the caller proves the part through the ETag chain."""
+        headers = {"Content-Length": str(body.length)}
+        params = {"partNumber": str(number), "uploadId": upload_id}
+        target, signed = self._signed("PUT", key, headers, params)
+        if self._stale():
+            self._drop_connection()
+        # http.client sends the whole body before it reads the answer: an early refusal shows up
+        # as a broken pipe while sending, and the connection is dropped in _open.
+        response = self._exchange("PUT", target, signed, body)
+        if response.status >= 300:
+            self._raise(response, "UploadPart")
+        etag = response.headers.get("etag")
+        if not etag:
+            raise http.client.HTTPException(f"UploadPart of {key!r} answered without an ETag")
+        return etag
+
     def upload_part(
         self, key: str, upload_id: str, number: int, body: bytes | bytearray, content_md5: str | None
     ) -> str:
@@ -405,6 +493,62 @@ class LeanS3:
 
 
 _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
+
+class RangeStream:
+    """The body of a ranged GET as an iterable of chunks for http.client to send: each chunk is
+    read into the same buffer, which is refilled only once the previous chunk has been sent.
+    Exactly `length` bytes or an error. Closed before it was read to the end, it closes its own
+    connection (the rest of the body stays unread), whichever thread closes it."""
+
+    def __init__(
+        self,
+        owner: LeanS3,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        key: str,
+        length: int,
+        buffer: memoryview,
+    ) -> None:
+        self._owner = owner
+        self._connection = connection
+        self._response = response
+        self._key = key
+        self.length = length
+        self._buffer = buffer
+        self.started = False  # once iterated: the body cannot be sent again
+        self.complete = False
+        self._closed = False
+
+    def __iter__(self) -> Iterator[memoryview]:
+        self.started = True
+        remaining = self.length
+        try:
+            while remaining:
+                count = self._response.readinto(self._buffer[: min(remaining, len(self._buffer))])
+                if not count:
+                    raise http.client.IncompleteRead(b"", remaining)
+                remaining -= count
+                yield self._buffer[:count]
+            if self._response.read(1):
+                raise http.client.HTTPException(f"range of {self._key!r} longer than the {self.length} bytes")
+        except Exception:
+            self.close()
+            raise
+        self.complete = True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self.complete:
+            self._owner._forget(self._connection)
+
+    def __enter__(self) -> RangeStream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def _list_page(data: bytes, server: str) -> dict[str, Any]:

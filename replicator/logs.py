@@ -100,8 +100,9 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # botocore at DEBUG prints request headers; keep the libraries at WARNING unless asked.
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug"):
+    # botocore at DEBUG prints request headers, the Azure SDK every request at INFO: keep the
+    # libraries at WARNING unless asked.
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug", "azure"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     for data in DATA_LOGGERS:
         logging.getLogger(data).setLevel(logging.INFO)

@@ -7,8 +7,10 @@ source is known, at that moment, not to hold the key.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import threading
+import time
 from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
@@ -96,20 +98,76 @@ class Reconciler:
         settings = settings or engine.settings
         self._retrying = object_retrying(settings.source_changed_restarts, settings.integrity_restarts)
 
-    def reconcile(self, key: str, cancel: threading.Event | None = None) -> ReconcileResult:
-        result: ReconcileResult = self._retrying(lambda: self._reconcile_once(key, cancel))
+    def reconcile(
+        self, key: str, cancel: threading.Event | None = None, expected_size: int | None = None
+    ) -> ReconcileResult:
+        """`expected_size`: the object's size as its newest event reported it, when one did.
+        Below the multipart threshold, one GET of the source stands in for its HEAD and carries
+        the bytes (see _reconcile_from_get): one source request per copy instead of two."""
+        threshold = self.engine.settings.multipart_threshold
+
+        def attempt() -> ReconcileResult:
+            if expected_size is not None and expected_size < threshold:
+                return self._reconcile_from_get(key, cancel, expected_size)
+            return self._reconcile_once(key, cancel)
+
+        result: ReconcileResult = self._retrying(attempt)
         return result
 
     def _reconcile_once(self, key: str, cancel: threading.Event | None) -> ReconcileResult:
+        source = head(self.engine.source, key)
+        if source is None:
+            source = self._listed_after_404(key)
+            if source is None:
+                return self._delete(key)
+        return self._converge(source, cancel)
+
+    def _reconcile_from_get(self, key: str, cancel: threading.Event | None, size: int) -> ReconcileResult:
+        """_reconcile_once with a GET where the HEAD was. Its 404 is taken as a HEAD's (a
+        listing decides); a refusal other than a 404 or a retryable one is left to the HEAD path,
+        which tells the archived, SSE-C and SSE-KMS cases apart and answers them as always. If
+        the target already holds the object the bytes were read for nothing, at the cost of the
+        HEAD they replace."""
+        if check_key(key, self.engine.target) is not None:
+            return self._reconcile_once(key, cancel)  # refused, unless the key is gone: no bytes
+        started = time.monotonic()
+        with contextlib.ExitStack() as held:
+            try:
+                read = held.enter_context(self.engine.read_first(key, size))
+            except ClientError as exc:
+                if is_retryable(exc):
+                    raise
+                log.info("source_get_refused", key=key, error=describe(exc), then="head")
+                return self._reconcile_once(key, cancel)
+            if read is not None:
+                source, data = read
+                return self._converge(source, cancel, data, started)
+        listed = self._listed_after_404(key)
+        if listed is None:
+            return self._delete(key)
+        return self._converge(listed, cancel)
+
+    def _listed_after_404(self, key: str) -> ObjectInfo | None:
+        """After the source answered 404 for the key: None when a one-key listing proves it
+        absent now (the target's copy goes); its HEAD when it is listed after all."""
         source_end = self.engine.source
+        if source_absent(source_end, key):
+            return None
+        # Listed although the source said 404: written in between. Look at it again.
         source = head(source_end, key)
         if source is None:
-            if source_absent(source_end, key):
-                return self._delete(key)
-            # Listed although HEAD said 404: written in between. Look at it again.
-            source = head(source_end, key)
-            if source is None:
-                raise SourceChangedError(f"{key!r}: HEAD finds nothing but the listing shows the key")
+            raise SourceChangedError(f"{key!r}: HEAD finds nothing but the listing shows the key")
+        return source
+
+    def _converge(
+        self,
+        source: ObjectInfo,
+        cancel: threading.Event | None,
+        data: bytes | None = None,
+        started: float = 0.0,
+    ) -> ReconcileResult:
+        """Make the target hold `source` (its bytes in `data` when already read)."""
+        key = source.key
         # A key the target cannot hold fails here, before anything is asked of the target.
         refusal = check_key(key, self.engine.target)
         if refusal is not None:
@@ -127,7 +185,10 @@ class Reconciler:
                 # Some stores refuse a copy of an object onto itself (or UploadPartCopy): send
                 # the bytes again instead, which carries the new headers and metadata too.
                 log.info("metadata_update_refused", key=key, error=describe(exc), fallback="copy")
-        result = self.engine.copy(source, cancel)
+        if data is not None:
+            result = self.engine.copy_read(source, data, started, cancel)
+        else:
+            result = self.engine.copy(source, cancel)
         return ReconcileResult(key, Outcome.COPIED, source.size, result)
 
     def _delete(self, key: str) -> ReconcileResult:

@@ -18,6 +18,7 @@ or a permanent refusal, is aborted.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import json
@@ -25,7 +26,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,7 +51,7 @@ from replicator.errors import (
     request_retrying,
     source_refusal,
 )
-from replicator.lean_s3 import LeanUnsupported, lean_path
+from replicator.lean_s3 import STREAM_CHUNK, LeanUnsupported, lean_path
 from replicator.logs import get_logger
 from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo, clean_etag, target_matches
 from replicator.settings import MIB, Settings
@@ -291,6 +292,14 @@ class _MultipartProgress:
 
     def hexdigest(self) -> str:
         return self._md5.hexdigest()
+
+
+def _acquire_unless(slots: threading.Semaphore, *stops: threading.Event) -> bool:
+    """Take a slot, unless one of `stops` is set first (then False)."""
+    while not slots.acquire(timeout=0.1):
+        if any(stop.is_set() for stop in stops):
+            return False
+    return True
 
 
 def _unless_cancelled(cancel: threading.Event | None, call: Callable[[], T]) -> Callable[[], T]:
@@ -626,10 +635,13 @@ class TransferEngine:
             log.info("lean_path_off", side=side, reason=str(exc))
             setattr(self, f"_lean_{side}", None)
 
-    def _read_whole(self, listed: ObjectInfo, reserved: int | None = None) -> tuple[ObjectInfo, bytes]:
+    def _read_whole(
+        self, listed: ObjectInfo, reserved: int | None = None, as_sent: bool = False
+    ) -> tuple[ObjectInfo, bytes]:
         """One GET: an atomic read of one version, with its headers (no HEAD needed). A body at
         or above the multipart threshold is not read (_GrewError), nor one larger than the
-        `reserved` buffer space (_LargerError, naming the space to reserve)."""
+        `reserved` buffer space (_LargerError, naming the space to reserve). `as_sent`: a refused
+        GET raises the store's own error (a 404 included), not what it means for a copy."""
         key = listed.key
         threshold_limit = self.settings.multipart_threshold - 1
         limit = threshold_limit if reserved is None else min(reserved, threshold_limit)
@@ -647,6 +659,8 @@ class TransferEngine:
                     lambda: self.source.client.get_object(Bucket=self.source.bucket, Key=key), limit
                 )
         except ClientError as exc:
+            if as_sent:
+                raise
             failure = self._source_failure(exc, listed, key, "GetObject")
             if failure is not None:
                 raise failure from exc
@@ -681,14 +695,20 @@ class TransferEngine:
         self._target_write(obj.key, send)
 
     def _copy_single(self, listed: ObjectInfo) -> tuple[ObjectInfo, str]:
-        # The buffer space for the size looked at; an object that grew since is not read until
-        # its own size is reserved (the space held is given back first: no waiting while holding).
+        with self._whole_read(listed) as (obj, data):
+            return obj, self._put_whole(obj, data)
+
+    @contextlib.contextmanager
+    def _whole_read(self, listed: ObjectInfo, as_sent: bool = False) -> Iterator[tuple[ObjectInfo, bytes]]:
+        """_read_whole under buffer space, held until the block ends: the space for the size
+        looked at; an object that grew since is not read until its own size is reserved (the
+        space held is given back first: no waiting while holding)."""
         reserved = listed.size
         self.budget.acquire(reserved)
         try:
             for _ in range(SIZE_LOOKS):
                 try:
-                    obj, data = self._read_whole(listed, reserved)
+                    read = self._read_whole(listed, reserved, as_sent)
                     break
                 except _LargerError as larger:
                     self.budget.release(reserved)
@@ -697,16 +717,59 @@ class TransferEngine:
                     reserved = larger.size
             else:
                 raise SourceChangedError(f"{listed.key!r} keeps growing while it is read")
-            if len(data) != obj.size:
-                raise IntegrityError(f"read {len(data)} bytes of {obj.key!r}, expected {obj.size}")
-            md5_hex = hashlib.md5(data).hexdigest()  # noqa: S324
-            expected = obj.known_md5
-            if expected and expected != md5_hex:
-                raise IntegrityError(f"MD5 of {obj.key!r} is {md5_hex}, the source says {expected}")
-            self._write_whole(obj, data, md5_hex)
-            return obj, md5_hex
+            yield read
         finally:
             self.budget.release(reserved)
+
+    def _put_whole(self, obj: ObjectInfo, data: bytes) -> str:
+        """One PUT of bytes read whole, after checking them; returns their MD5."""
+        if len(data) != obj.size:
+            raise IntegrityError(f"read {len(data)} bytes of {obj.key!r}, expected {obj.size}")
+        md5_hex = hashlib.md5(data).hexdigest()  # noqa: S324
+        expected = obj.known_md5
+        if expected and expected != md5_hex:
+            raise IntegrityError(f"MD5 of {obj.key!r} is {md5_hex}, the source says {expected}")
+        self._write_whole(obj, data, md5_hex)
+        return md5_hex
+
+    @contextlib.contextmanager
+    def read_first(self, key: str, size: int) -> Iterator[tuple[ObjectInfo, bytes | None] | None]:
+        """A GET in place of the source HEAD, for a key whose event reported `size` bytes, below
+        the multipart threshold: its answer tells all a HEAD does (size, ETag, version, content
+        headers, user metadata, encryption) and carries the bytes, of one version, so what the
+        target is compared with is what gets written.
+
+        Yields (the object as that answer describes it, its bytes), the bytes in buffer space
+        held until the block ends; None when the key does not exist (a 404, which on its own
+        proves nothing: see reconcile.source_absent). An object at or above the threshold by now
+        is not read: a HEAD describes it and the bytes are None (the multipart path copies it).
+        Any other refusal is raised as the store sent it: a HEAD says what it means (an archived,
+        SSE-C or SSE-KMS object answers a GET without naming itself)."""
+        listed = ObjectInfo(key=key, size=size, etag="", complete=False)
+        with contextlib.ExitStack() as held:
+            read: tuple[ObjectInfo, bytes | None] | None
+            try:
+                read = held.enter_context(self._whole_read(listed, as_sent=True))
+            except ClientError as exc:
+                if not is_not_found(exc):
+                    raise
+                read = None
+            except _GrewError:
+                read = (self._head_source(key), None)
+            yield read
+
+    def copy_read(
+        self, obj: ObjectInfo, data: bytes, started: float, cancel: threading.Event | None = None
+    ) -> CopyResult:
+        """copy() of an object read_first has read (below the multipart threshold): one PUT of
+        its bytes. `started`: time.monotonic() when the read began."""
+        refusal = check_key(obj.key, self.target)
+        if refusal is not None:
+            raise refusal
+        if cancel is not None and cancel.is_set():
+            raise CancelledError(f"copy of {obj.key!r} not started: stopping")
+        md5 = self._put_whole(obj, data)
+        return CopyResult(obj.key, obj.size, md5, 1, time.monotonic() - started, obj.etag)
 
     # -- incomplete uploads ---------------------------------------------------------------------
 
@@ -942,6 +1005,17 @@ class TransferEngine:
             )
             upload_id = created["UploadId"]
         progress = _MultipartProgress(self.budget, hashing)
+        # Chained and not hashed, a part needs its bytes only on their way through: it streams
+        # from the source's GET into the target's UploadPart with one small buffer.
+        streaming = (
+            layout.chained
+            and not hashing
+            and self._lean_source is not None
+            and self._lean_target is not None
+            and self._lean_source.supports(obj.key)
+            and self._lean_target.supports(obj.key)
+        )
+        streams = threading.Semaphore(self.settings.part_concurrency)  # streamed parts queued or running
         failed = threading.Event()
         futures: list[Future[None]] = []
         marker_put: Future[None] | None = None
@@ -962,13 +1036,29 @@ class TransferEngine:
                     progress.uploaded(number, etag)  # already on the target: nothing to read
                     continue
                 length = layout.length(number)
-                self.budget.acquire(length, cancel)
-                progress.track(number, length)
-                watch(
-                    self._parts.submit(
-                        self._copy_part, obj, upload_id, layout, number, progress, cancel, failed, etag
-                    )
+                if streaming:
+                    # A streamed part reserves only its chunk: without a cap of its own, one copy
+                    # would queue a part per free MiB and take back every MiB freed, while other
+                    # copies' whole parts and small objects waited for the budget.
+                    if not _acquire_unless(streams, cancel, failed):
+                        break
+                    reserved = min(length, STREAM_CHUNK)
+                else:
+                    reserved = length
+                try:
+                    self.budget.acquire(reserved, cancel)
+                except BaseException:
+                    if streaming:
+                        streams.release()
+                    raise
+                progress.track(number, reserved)
+                copy = self._stream_part if streaming else self._copy_part
+                future = self._parts.submit(
+                    copy, obj, upload_id, layout, number, progress, cancel, failed, etag
                 )
+                if streaming:
+                    future.add_done_callback(lambda _: streams.release())
+                watch(future)
             wait(futures, return_when=FIRST_EXCEPTION)
             errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
             # The part that failed first explains it; the others merely gave up after it.
@@ -1066,6 +1156,79 @@ class TransferEngine:
         except BaseException:
             progress.abandon(number)
             raise
+
+    def _stream_part(
+        self,
+        obj: ObjectInfo,
+        upload_id: str,
+        layout: _Layout,
+        number: int,
+        progress: _MultipartProgress,
+        cancel: threading.Event,
+        failed: threading.Event,
+        kept_etag: str | None,
+    ) -> None:
+        """Stream one part from the source's ranged GET into UploadPart, a chunk at a time; a
+        retry reads the range again. Its proof is the ETag chain, checked before completing."""
+        source, target = self._lean_source, self._lean_target
+        start, length = layout.start(number), layout.length(number)
+        if source is None or target is None:  # turned off meanwhile by another request
+            self._copy_part_whole(obj, upload_id, layout, number, progress, cancel, failed, kept_etag)
+            return
+        if_match = f'"{obj.etag}"' if obj.etag and not obj.version_id else None
+        buffer = memoryview(bytearray(min(length, STREAM_CHUNK)))
+        side = "source"
+
+        def attempt() -> str:
+            nonlocal side
+            side = "source"
+            try:
+                body = source.open_range(obj.key, start, length, buffer, obj.version_id, if_match)
+            except ClientError as exc:
+                refusal = self._source_failure(exc, obj, obj.key, "GetObject")
+                if refusal is not None:
+                    raise refusal from exc
+                raise
+            with body:
+                side = "target"
+                return target.upload_part_stream(obj.key, upload_id, number, body)
+
+        try:
+            if cancel.is_set() or failed.is_set():
+                raise CancelledError("stopped")
+            etag = self._retry(_unless_cancelled(cancel, attempt))
+        except LeanUnsupported as exc:
+            # A redirect or the like, seen for the first time here: the buffered path (boto3)
+            # takes this part over, with a reservation for the whole part.
+            self._lean_failed(side, exc)
+            self._copy_part_whole(obj, upload_id, layout, number, progress, cancel, failed, kept_etag)
+            return
+        except BaseException as exc:
+            progress.abandon(number)
+            if side == "target" and isinstance(exc, Exception) and not isinstance(exc, CopyError):
+                refusal = explain_refusal(exc, obj.key, self.target)  # a key the target will not store
+                if refusal is not None:
+                    raise refusal from exc
+            raise
+        progress.uploaded(number, etag)
+
+    def _copy_part_whole(
+        self,
+        obj: ObjectInfo,
+        upload_id: str,
+        layout: _Layout,
+        number: int,
+        progress: _MultipartProgress,
+        cancel: threading.Event,
+        failed: threading.Event,
+        kept_etag: str | None,
+    ) -> None:
+        """A part planned to stream, copied buffered instead: its chunk's reservation is swapped
+        for the whole part's before the part is read."""
+        progress.abandon(number)
+        self.budget.acquire(layout.length(number), cancel)
+        progress.track(number, layout.length(number))
+        self._copy_part(obj, upload_id, layout, number, progress, cancel, failed, kept_etag)
 
     def _verify_written(self, obj: ObjectInfo, written: str | None) -> None:
         """After CompleteMultipartUpload (whose answer gave the object's ETag, `written`): the

@@ -1,7 +1,7 @@
 ################################################################################
 # Scale on backlog per task: visible messages / running tasks, target tracking.
-# Target tracking has no data at zero tasks, so step policies on raw queue depth
-# take the service from 0 to 1 and back to 0 when min_tasks = 0.
+# Target tracking has no data at zero tasks, so when min_tasks = 0 two step
+# policies take the service from 0 to 1 (only while no task runs) and back to 0.
 ################################################################################
 
 locals {
@@ -34,8 +34,11 @@ resource "aws_appautoscaling_policy" "backlog" {
         id          = "visible"
         label       = "Visible messages"
         return_data = false
+        # Maximum, not Sum: the queue length is a gauge, and a Sum grows with the number of
+        # samples that land in a period (one a minute from SQS today). Maximum is the value the
+        # queue alarms and the dashboard read, and errs towards one task too many, not too few.
         metric_stat {
-          stat = "Sum"
+          stat = "Maximum"
           metric {
             namespace   = "AWS/SQS"
             metric_name = "ApproximateNumberOfMessagesVisible"
@@ -78,6 +81,10 @@ resource "aws_appautoscaling_policy" "backlog" {
   }
 }
 
+# From zero to one task. CloudWatch repeats an alarm's Auto Scaling action every minute it stays
+# in ALARM, and target tracking does not block a step policy, so this policy must never lower the
+# count: it adds one task (ChangeInCapacity), never sets one (ExactCapacity), and its cooldown
+# makes a repeat within 5 minutes add nothing (the task it added counts as already there).
 resource "aws_appautoscaling_policy" "from_zero" {
   count              = local.scale_to_zero ? 1 : 0
   name               = "${var.name}-scale-from-zero"
@@ -87,9 +94,9 @@ resource "aws_appautoscaling_policy" "from_zero" {
   scalable_dimension = aws_appautoscaling_target.worker.scalable_dimension
 
   step_scaling_policy_configuration {
-    adjustment_type         = "ExactCapacity"
+    adjustment_type         = "ChangeInCapacity"
     metric_aggregation_type = "Maximum"
-    cooldown                = 60
+    cooldown                = 300
 
     step_adjustment {
       metric_interval_lower_bound = 0
@@ -98,20 +105,64 @@ resource "aws_appautoscaling_policy" "from_zero" {
   }
 }
 
+# Fires only while messages wait and no worker runs: visible > 0, nothing in flight, and no
+# running task (Container Insights, enabled on the cluster; a service without running tasks
+# may send no datapoint, hence FILL). A late Container Insights datapoint reads as 0 too, so the
+# in-flight test, from the same SQS datapoints as the visible one, keeps the alarm quiet while
+# tasks are at work.
 resource "aws_cloudwatch_metric_alarm" "queue_has_messages" {
   count               = local.scale_to_zero ? 1 : 0
   alarm_name          = "${var.name}-queue-has-messages"
   alarm_description   = "Messages wait while no worker runs: start one"
-  namespace           = "AWS/SQS"
-  metric_name         = "ApproximateNumberOfMessagesVisible"
-  dimensions          = { QueueName = aws_sqs_queue.this.name }
-  statistic           = "Maximum"
-  period              = 60
-  evaluation_periods  = 1
   comparison_operator = "GreaterThanThreshold"
   threshold           = 0
+  evaluation_periods  = 1
+  treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_appautoscaling_policy.from_zero[0].arn]
   tags                = local.tags
+
+  metric_query {
+    id          = "no_worker"
+    expression  = "(visible > 0) AND (inflight == 0) AND (FILL(running, 0) == 0)"
+    label       = "Messages visible, none in flight, no running task"
+    return_data = true
+  }
+
+  metric_query {
+    id = "visible"
+    metric {
+      namespace   = "AWS/SQS"
+      metric_name = "ApproximateNumberOfMessagesVisible"
+      dimensions  = { QueueName = aws_sqs_queue.this.name }
+      stat        = "Maximum"
+      period      = 60
+    }
+  }
+
+  metric_query {
+    id = "inflight"
+    metric {
+      namespace   = "AWS/SQS"
+      metric_name = "ApproximateNumberOfMessagesNotVisible"
+      dimensions  = { QueueName = aws_sqs_queue.this.name }
+      stat        = "Maximum"
+      period      = 60
+    }
+  }
+
+  metric_query {
+    id = "running"
+    metric {
+      namespace   = "ECS/ContainerInsights"
+      metric_name = "RunningTaskCount"
+      dimensions = {
+        ClusterName = aws_ecs_cluster.this.name
+        ServiceName = aws_ecs_service.worker.name
+      }
+      stat   = "Maximum"
+      period = 60
+    }
+  }
 }
 
 resource "aws_appautoscaling_policy" "to_zero" {

@@ -47,6 +47,11 @@ locals {
     { name = "AWS_REGION", value = local.region },
   ]
 
+  # The worker's own: its long poll is the queue's receive_wait_time_seconds (sqs.tf).
+  worker_environment = [
+    { name = "RECEIVE_WAIT_SECONDS", value = tostring(aws_sqs_queue.this.receive_wait_time_seconds) },
+  ]
+
   # Target credentials are injected by ECS from the secret's JSON keys, never as plain values.
   target_secrets = [
     { name = "TARGET_ACCESS_KEY_ID", valueFrom = "${var.secret}:access_key_id::" },
@@ -82,7 +87,7 @@ resource "aws_ecs_task_definition" "worker" {
     user                   = "10001"
     readonlyRootFilesystem = true
     stopTimeout            = local.stop_timeout
-    environment            = local.common_environment
+    environment            = concat(local.common_environment, local.worker_environment)
     secrets                = local.target_secrets
     mountPoints            = [{ sourceVolume = local.tmp_volume, containerPath = "/tmp", readOnly = false }]
     logConfiguration = {

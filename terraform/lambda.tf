@@ -28,7 +28,7 @@ resource "aws_lambda_function" "enqueue" {
   source_code_hash               = filebase64sha256(var.lambda_zip_path)
   timeout                        = 30
   memory_size                    = 256
-  reserved_concurrent_executions = 50
+  reserved_concurrent_executions = var.lambda_reserved_concurrency
 
   environment {
     variables = {

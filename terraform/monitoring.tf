@@ -241,6 +241,45 @@ resource "aws_cloudwatch_metric_alarm" "enqueue_failures" {
   tags                = local.tags
 }
 
+# The enqueue Lambda. Throttles: invocations refused at its reserved concurrency; Lambda keeps
+# the events and retries them, so a short burst only delays them, and throttles in each of 5
+# minutes mean the enqueue falls behind (raise lambda_reserved_concurrency). Errors: failed
+# invocations, retried twice, then the event goes to the enqueue-failures queue (alarm above).
+resource "aws_cloudwatch_metric_alarm" "lambda_throttles" {
+  alarm_name          = "${var.name}-enqueue-throttled"
+  alarm_description   = "The enqueue Lambda was throttled at its reserved concurrency (${var.lambda_reserved_concurrency}) in each of the last 5 minutes: events wait in Lambda's queue and reach the replication queue late; raise lambda_reserved_concurrency"
+  namespace           = "AWS/Lambda"
+  metric_name         = "Throttles"
+  dimensions          = { FunctionName = aws_lambda_function.enqueue.function_name }
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 5
+  datapoints_to_alarm = 5
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "lambda_errors" {
+  alarm_name          = "${var.name}-enqueue-errors"
+  alarm_description   = "The enqueue Lambda failed invocations (see its log group); Lambda retries each event twice, then it goes to the enqueue-failures queue"
+  namespace           = "AWS/Lambda"
+  metric_name         = "Errors"
+  dimensions          = { FunctionName = aws_lambda_function.enqueue.function_name }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
+}
+
 resource "aws_cloudwatch_metric_alarm" "source_bucket_missing" {
   alarm_name          = "${var.name}-source-bucket-missing"
   alarm_description   = "The worker finds no source bucket (deleted, or SOURCE_BUCKET / region wrong): nothing is replicated or deleted until it is fixed"

@@ -2,6 +2,13 @@
 # FIFO queue in high-throughput mode, with its FIFO dead-letter queue
 ################################################################################
 
+locals {
+  # The long poll of the queue and of the worker, one value (ecs.tf passes it to the worker as
+  # RECEIVE_WAIT_SECONDS): SQS's longest, 20 s, but 2 s inside the worker's shutdown deadline, so
+  # that a poll under way at SIGTERM returns, and puts back what it got, before the deadline.
+  receive_wait_seconds = min(20, floor(var.shutdown_deadline_seconds) - 2)
+}
+
 resource "aws_sqs_queue" "this" {
   name                        = local.queue_name
   fifo_queue                  = true
@@ -10,7 +17,7 @@ resource "aws_sqs_queue" "this" {
   fifo_throughput_limit       = "perMessageGroupId"
   visibility_timeout_seconds  = var.visibility_timeout_seconds
   message_retention_seconds   = 1209600
-  receive_wait_time_seconds   = 20
+  receive_wait_time_seconds   = local.receive_wait_seconds
   sqs_managed_sse_enabled     = true
 
   tags = local.tags

@@ -114,6 +114,18 @@ variable "eventbridge_max_event_age_seconds" {
   }
 }
 
+variable "lambda_reserved_concurrency" {
+  description = "Reserved concurrency of the enqueue Lambda: the most invocations that run at once, and a share of the account's concurrency no other function can take. Above it, events are throttled and Lambda retries them from its own queue (the throttles alarm fires when that lasts 5 minutes). At least 1 (0 would stop every event); Lambda refuses more than the account's unreserved concurrency minus 100."
+  type        = number
+  default     = 50
+  nullable    = false
+
+  validation {
+    condition     = var.lambda_reserved_concurrency >= 1 && floor(var.lambda_reserved_concurrency) == var.lambda_reserved_concurrency
+    error_message = "lambda_reserved_concurrency must be a whole number, at least 1 (0 stops the function from handling any event)."
+  }
+}
+
 ################################################################################
 # Network: the worker runs in existing private subnets with a route to the internet
 ################################################################################
@@ -213,7 +225,7 @@ variable "max_receive_count" {
 }
 
 variable "shutdown_deadline_seconds" {
-  description = "Seconds the worker takes after SIGTERM to finish or hand back work; the container's stopTimeout is this plus 5."
+  description = "Seconds the worker takes after SIGTERM to finish or hand back work; the container's stopTimeout is this plus 5. The queue's long poll, which the worker uses too, ends 2 s inside it (20 s, SQS's longest, from 22 up)."
   type        = number
   default     = 25
 

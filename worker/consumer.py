@@ -3,18 +3,20 @@
 - The messages of one key received together form one lease and one reconcile (the source's
   current state answers them all); different keys run in parallel.
 - A lease ends in exactly one final action, taken under its lock (see lease.py):
-  success -> delete; a failure -> back off (visibility grows with the receive count, SQS moves
-  the message to the DLQ after maxReceiveCount); a permanent failure (the key can never be
-  stored, an archived or undecryptable source) -> straight to the DLQ; an interruption this
-  worker controls (shutdown, the 12-hour lease cap) -> requeue as a fresh message, so that it does
-  not count toward the DLQ and the next attempt resumes the upload.
+  success -> delete (finished keys' messages deleted together, see DeleteBatcher); a failure ->
+  back off (visibility grows with the receive count, SQS moves the message to the DLQ after
+  maxReceiveCount); a permanent failure (the key can never be stored, an archived or
+  undecryptable source) -> straight to the DLQ; an interruption this worker controls (shutdown,
+  the 12-hour lease cap) -> requeue as a fresh message, so that it does not count toward the DLQ
+  and the next attempt resumes the upload.
 - A heartbeat renews the leases of copies still running, each renewal on its own thread through
   a client with short timeouts. A lease that cannot be renewed in time is lost: its copy is
   cancelled before another worker can receive the message (see lease.py).
 - Stop (SIGTERM): no more receives, in-flight copies get until the grace period ends, then they
   are cancelled (uploads kept) and their messages requeued. Copies still running at the deadline
-  have their messages requeued too, and the process then exits at once, so that none of their
-  writes outlives the message it was for.
+  have their messages requeued too. The deletes still waiting for their batch are sent; then,
+  if copies were still running at the deadline, the process exits at once, so that none of
+  their writes outlives the message it was for.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ from replicator.reconcile import Outcome, Reconciler
 from replicator.settings import Settings
 from worker.lease import Interruption, Lease, Renewal
 from worker.ops import FAILURE_DETAIL_ATTRIBUTE, FAILURE_REASON_ATTRIBUTE, ORIGINAL_MESSAGE_ATTRIBUTE
-from worker.policies import BackoffPolicy, LeasePolicy, RequeuePolicy, ShutdownPolicy
-from worker.sqs_queue import SQS_BATCH, DeadLetterQueue, Delivery, Queue, Visibility
+from worker.policies import BackoffPolicy, DeletePolicy, LeasePolicy, RequeuePolicy, ShutdownPolicy
+from worker.sqs_queue import SQS_BATCH, DeadLetterQueue, DeleteBatcher, Delivery, Queue, Visibility
 
 log = get_logger("worker")
 
@@ -86,6 +88,8 @@ class QueueConsumer:
         self.lease_policy = LeasePolicy.from_settings(settings)
         self.requeue_policy = RequeuePolicy()
         self.shutdown_policy = ShutdownPolicy.from_settings(settings)
+        self.delete_policy = DeletePolicy()
+        self.deletes = DeleteBatcher(self.queue, self.delete_policy.flush_seconds, self.delete_policy.batch)
         self.dead_letters = DeadLetterQueue(sqs, queue_url, settings.dlq_url)
         self.stop_receiving = threading.Event()
         self._finished = threading.Event()
@@ -153,6 +157,10 @@ class QueueConsumer:
         receiver.join(timeout=max(0.0, deadline - time.monotonic() - 0.5))
         self._jobs.shutdown(wait=False, cancel_futures=True)
         self._renewals.shutdown(wait=False, cancel_futures=True)
+        # The deletes of finished keys still waiting for their batch go now, before the process
+        # ends (a delete from here on is sent at once).
+        if not self.deletes.close(max(1.0, deadline - time.monotonic())):
+            log.warning("deletes_not_flushed")
         return len(stragglers)
 
     # -- receiving ----------------------------------------------------------------------------
@@ -271,7 +279,8 @@ class QueueConsumer:
             if lease.cancel.is_set():
                 raise CancelledError("stopped before it started")
             lease.started = True
-            result = self.reconciler.reconcile(lease.key, lease.cancel)
+            # The newest event's size (None for a delete): a small object is read with one GET.
+            result = self.reconciler.reconcile(lease.key, lease.cancel, expected_size=lease.messages[-1].size)
         except CancelledError:
             self._interrupted(lease)
             return
@@ -366,8 +375,9 @@ class QueueConsumer:
     # -- final actions (each runs once per lease, through Lease.finish) ----------------------
 
     def _delete(self, lease: Lease) -> None:
-        # The work is done and idempotent: if a delete fails, a redelivery only reconciles again.
-        self.queue.delete(lease.deliveries)
+        # The work is done and idempotent: if a delete fails, or the process ends before its
+        # batch is sent, a redelivery only reconciles the key again.
+        self.deletes.add(lease.deliveries)
 
     def _back_off(self, lease: Lease) -> None:
         self._back_off_all(lease.deliveries)

@@ -106,6 +106,17 @@ class RequeuePolicy:
 
 
 @dataclass(frozen=True)
+class DeletePolicy:
+    """Finished messages are deleted together, up to ten in one DeleteMessageBatch: a batch goes
+    once ten are waiting, or `flush_seconds` after the first of them finished, and at shutdown.
+    Waiting costs no latency (the object is on the target already); only the next message of the
+    same key waits that much longer (FIFO holds a group while one of its messages is in flight)."""
+
+    flush_seconds: float = 0.05
+    batch: int = 10
+
+
+@dataclass(frozen=True)
 class ShutdownPolicy:
     """After SIGTERM: in-flight copies may finish until the grace period ends, then they are
     cancelled; a few seconds at the end are kept for putting their messages back."""

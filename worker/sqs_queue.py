@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -147,6 +148,70 @@ class Queue:
             log.warning("send_failed", queue=url.rstrip("/").rsplit("/", 1)[-1], error=describe(exc))
             return None
         return str(response["MessageId"])
+
+
+class DeleteBatcher:
+    """Deletes finished messages of any keys together: DeleteMessageBatch of up to `batch`
+    entries, sent once that many are waiting or `flush_seconds` after the oldest was added, on a
+    thread of its own (no job waits for it). close() sends what is left and stops the thread;
+    after it, add() deletes at once.
+
+    A message added here is done with: its key was reconciled. If the process dies before the
+    batch goes, the message only becomes visible again when its visibility runs out, and the
+    next receiver reconciles the key once more, which finds the target in step (idempotent)."""
+
+    def __init__(self, queue: Queue, flush_seconds: float, batch: int = SQS_BATCH) -> None:
+        self.queue = queue
+        self.flush_seconds = flush_seconds
+        self.batch = max(1, min(batch, SQS_BATCH))
+        self._waiting: list[tuple[float, Delivery]] = []  # (when it is due, the message)
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="deleter", daemon=True)
+
+    def add(self, deliveries: Sequence[Delivery]) -> None:
+        with self._cond:
+            if not self._closed and (self._thread.ident is None or self._thread.is_alive()):
+                if self._thread.ident is None:
+                    self._thread.start()  # on first use
+                due = time.monotonic() + self.flush_seconds
+                self._waiting.extend((due, d) for d in deliveries)
+                self._cond.notify()
+                return
+        self.queue.delete(deliveries)
+
+    def close(self, timeout: float) -> bool:
+        """Send every batch still waiting; True when all were sent within `timeout`."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            if self._thread.ident is None:
+                return True  # never started: nothing was added
+        self._thread.join(max(0.0, timeout))
+        return not self._thread.is_alive()
+
+    def _next(self) -> list[Delivery] | None:
+        """The next batch, once it is due; None when closed and nothing is left."""
+        with self._cond:
+            while True:
+                if self._waiting:
+                    wait = self._waiting[0][0] - time.monotonic()
+                    if self._closed or len(self._waiting) >= self.batch or wait <= 0:
+                        batch = [d for _, d in self._waiting[: self.batch]]
+                        del self._waiting[: self.batch]
+                        return batch
+                elif self._closed:
+                    return None
+                else:
+                    wait = None
+                self._cond.wait(wait)
+
+    def _run(self) -> None:
+        while (batch := self._next()) is not None:
+            try:
+                self.queue.delete(batch)  # logs what failed: those messages come back, and no harm
+            except Exception as exc:  # the thread must not die: deletes would stop for good
+                log.warning("delete_failed", messages=len(batch), error=describe(exc))
 
 
 class DeadLetterQueue:

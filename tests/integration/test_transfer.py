@@ -26,17 +26,20 @@ from replicator.errors import (
     SourceChangedError,
     UnstorableKeyError,
 )
+from replicator.lean_s3 import STREAM_CHUNK, RangeStream
 from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo
 from replicator.reconcile import head
 from replicator.transfer import MARKER_PART, TransferEngine
 from tests.integration.support import (
     HEADERS,
     RefusingProxy,
+    build_clients,
     drop_bucket,
     engine_through,
     make_engine,
     moto_client,
     put_source,
+    settings_for,
     uploads_left,
 )
 
@@ -99,6 +102,27 @@ def flip_byte_on_read(
         return data
 
     monkeypatch.setattr(engine, "_read_range", read)
+    lean = engine._lean_source
+    if lean is not None:  # parts that stream from the source's GET into UploadPart
+        open_range = lean.open_range
+
+        class Flipped(RangeStream):
+            def __iter__(self) -> Iterator[memoryview]:
+                for index, chunk in enumerate(super().__iter__()):
+                    if index == 0:
+                        chunk[0] ^= 0xFF
+                    yield chunk
+
+        def stream(key: str, start: int, *rest: Any) -> RangeStream:
+            body = open_range(key, start, *rest)
+            if start != at or (once and flipped):
+                return body
+            flipped.append(start)
+            corrupt = object.__new__(Flipped)
+            corrupt.__dict__ = body.__dict__  # the same response and state, corrupted on the way
+            return corrupt
+
+        monkeypatch.setattr(lean, "open_range", stream)
     return flipped
 
 
@@ -268,6 +292,15 @@ def _part_checksums(engine: TransferEngine, monkeypatch: pytest.MonkeyPatch) -> 
         return real(obj, upload_id, number, data, content_md5, *rest)
 
     monkeypatch.setattr(engine, "_upload_part", record)
+    lean = engine._lean_target
+    if lean is not None:  # a streamed part is sent without one: the ETag chain proves it
+        streamed = lean.upload_part_stream
+
+        def record_streamed(key: str, upload_id: str, number: int, body: Any) -> str:
+            calls.append(False)
+            return streamed(key, upload_id, number, body)
+
+        monkeypatch.setattr(lean, "upload_part_stream", record_streamed)
     return calls
 
 
@@ -935,3 +968,128 @@ def test_abort_uploads_started_before_an_instant_keeps_later_ones(ends: tuple[En
         engine.close()
     left = {u["UploadId"] for u in uploads_left(target)}
     assert later in left and old not in left
+
+
+# -- parts streamed from the source's GET into UploadPart (lean path, chained layout) ----------
+
+
+@pytest.fixture
+def lean_ends(lyve: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Endpoint, Endpoint]]:
+    monkeypatch.setenv("LEAN_REQUESTS", "true")
+    name = uuid.uuid4().hex[:10]
+    admin = lyve.client()
+    for bucket in (f"src-{name}", f"dst-{name}"):
+        admin.create_bucket(Bucket=bucket)
+    clients = build_clients(settings_for(lyve, f"src-{name}", f"dst-{name}"))
+    yield clients.source, clients.target
+    for bucket in (f"src-{name}", f"dst-{name}"):
+        drop_bucket(admin, bucket)
+
+
+def _opened_ranges(engine: TransferEngine, monkeypatch: pytest.MonkeyPatch, on_open: Any = None) -> list[int]:
+    """Starts of the source ranges opened for streaming; `on_open(start, body)` may replace the body."""
+    lean = engine._lean_source
+    assert lean is not None
+    real = lean.open_range
+    opened: list[int] = []
+
+    def record(key: str, start: int, *rest: Any) -> RangeStream:
+        opened.append(start)
+        body = real(key, start, *rest)
+        return on_open(start, body) if on_open else body
+
+    monkeypatch.setattr(lean, "open_range", record)
+    return opened
+
+
+def test_a_multipart_source_streams_its_parts_with_one_small_buffer_each(
+    lean_ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, target = lean_ends
+    data = os.urandom(3 * 6 * MIB + 1000)
+    put_source(source, "streamed.bin", data, multipart_part=6 * MIB)
+    engine = make_engine(lean_ends, part_concurrency=2)
+    held: list[int] = []  # the budget in use after each reservation
+    acquire = engine.budget.acquire
+
+    def reserve(amount: int, *rest: Any) -> None:
+        acquire(amount, *rest)
+        held.append(engine.budget.in_use)
+
+    monkeypatch.setattr(engine.budget, "acquire", reserve)
+    opened = _opened_ranges(engine, monkeypatch)
+    try:
+        result = engine.copy(head(source, "streamed.bin"))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert sorted(opened) == [0, 6 * MIB, 12 * MIB, 18 * MIB]  # each part read once, as a stream
+    # A chunk per part, and never more parts reserved than run at once (not the 4 parts' 24 MiB,
+    # nor 4 chunks queued ahead of 2 threads).
+    assert held and max(held) <= 2 * STREAM_CHUNK
+    assert engine.budget.in_use == 0
+    assert result.parts == 4
+    got = target.client.get_object(Bucket=target.bucket, Key="streamed.bin")
+    assert got["Body"].read() == data
+    assert got["ETag"].strip('"') == head(source, "streamed.bin").etag  # type: ignore[union-attr]
+
+
+def test_a_streamed_part_cut_short_is_read_and_sent_again(
+    lean_ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, target = lean_ends
+    data = os.urandom(2 * 6 * MIB)
+    put_source(source, "cut.bin", data, multipart_part=6 * MIB)
+    engine = make_engine(lean_ends)
+    cut: list[int] = []
+
+    class CutShort(RangeStream):
+        def __iter__(self) -> Iterator[memoryview]:
+            for index, chunk in enumerate(super().__iter__()):
+                if index == 2:
+                    raise ConnectionResetError("the source went away mid-part")
+                yield chunk
+
+    def once(start: int, body: RangeStream) -> RangeStream:
+        if start != 6 * MIB or cut:
+            return body
+        cut.append(start)
+        broken = object.__new__(CutShort)
+        broken.__dict__ = body.__dict__
+        return broken
+
+    opened = _opened_ranges(engine, monkeypatch, once)
+    try:
+        engine.copy(head(source, "cut.bin"))  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert cut == [6 * MIB]
+    assert opened.count(6 * MIB) == 2  # the failed part was read again from the start
+    assert target.client.get_object(Bucket=target.bucket, Key="cut.bin")["Body"].read() == data
+    assert uploads_left(target) == []
+
+
+def test_a_source_overwritten_while_its_parts_stream_fails_the_copy_as_changed(
+    lean_ends: tuple[Endpoint, Endpoint], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, target = lean_ends
+    put_source(source, "moving.bin", os.urandom(3 * 6 * MIB), multipart_part=6 * MIB)
+    listed = head(source, "moving.bin")
+    engine = make_engine(lean_ends, part_concurrency=1)  # parts in order: the overwrite lands between them
+    overwritten: list[bool] = []
+    real = engine._lean_source.open_range  # type: ignore[union-attr]
+
+    def overwrite_then_open(key: str, start: int, *rest: Any) -> RangeStream:
+        if start == 6 * MIB and not overwritten:
+            overwritten.append(True)
+            source.client.put_object(Bucket=source.bucket, Key=key, Body=b"new version")
+        return real(key, start, *rest)
+
+    monkeypatch.setattr(engine._lean_source, "open_range", overwrite_then_open)
+    try:
+        with pytest.raises(SourceChangedError):
+            engine.copy(listed)  # type: ignore[arg-type]
+    finally:
+        engine.close()
+    assert overwritten
+    assert head(target, "moving.bin") is None  # nothing half-copied became visible
+    assert uploads_left(target) == []  # a changed source condemns the upload: aborted

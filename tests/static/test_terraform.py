@@ -9,6 +9,7 @@ a small reader of the HCL expression subset these files use in counts, locals an
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import hcl2
 import pytest
 
 from replicator.clients import _ACCESS_KEY_FIELDS, _SECRET_KEY_FIELDS
+from replicator.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TF = ROOT / "terraform"
@@ -107,7 +109,7 @@ def locals_() -> dict[str, Any]:
 # -- evaluating the expressions of counts, locals and validations ------------------------------
 
 _TOKEN = re.compile(
-    r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>\d+)|(?P<op>==|!=|<=|>=|&&|\|\||[!?:()\[\]{},=<>])"""
+    r"""\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>\d+)|(?P<op>==|!=|<=|>=|&&|\|\||[!?:()\[\]{},=<>+*/-])"""
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_][A-Za-z0-9_-]*)*))"
 )
 
@@ -148,7 +150,7 @@ class _Parser:
             return ("if", condition, then, self.expression())
         return condition
 
-    LEVELS = (("||",), ("&&",), ("==", "!="), ("<", "<=", ">", ">="))
+    LEVELS = (("||",), ("&&",), ("==", "!="), ("<", "<=", ">", ">="), ("+", "-"), ("*", "/"))
 
     def binary(self, level: int) -> Any:
         if level == len(self.LEVELS):
@@ -237,6 +239,11 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "lower": str.lower,
     "regex": _regex,
     "split": lambda separator, text: text.split(separator),
+    "min": min,
+    "max": max,
+    "floor": math.floor,
+    "tostring": str,
+    "strcontains": lambda text, part: part in text,
 }
 
 
@@ -291,7 +298,11 @@ def _evaluate(node: Any, scope: dict[str, Any], names: dict[str, Any]) -> Any:
     if kind == "||":
         return bool(left) or bool(_evaluate(node[2], scope, names))
     right = _evaluate(node[2], scope, names)
-    comparisons: dict[str, Callable[[Any, Any], bool]] = {
+    comparisons: dict[str, Callable[[Any, Any], Any]] = {
+        "+": lambda a, b: a + b,
+        "-": lambda a, b: a - b,
+        "*": lambda a, b: a * b,
+        "/": lambda a, b: a / b,
         "==": lambda a, b: bool(a == b),
         "!=": lambda a, b: bool(a != b),
         "<": lambda a, b: bool(a < b),
@@ -324,6 +335,7 @@ def test_the_evaluator_reads_these_expressions() -> None:
     }
     assert evaluate('${split(":", var.a)[3]}', a="arn:aws:sm:eu-west-1:1") == "eu-west-1"
     assert evaluate("${aws_sqs_queue.this.arn}") == Unknown("aws_sqs_queue.this.arn")
+    assert evaluate("${min(20, floor(var.a) - 2) + 1 * 3}", a=7.5) == 8
 
 
 def test_every_variable_is_typed_and_described() -> None:
@@ -601,6 +613,300 @@ def test_step_policies_scale_from_and_to_zero() -> None:
     )
     target = one("aws_appautoscaling_target", "worker")
     assert target["min_capacity"] == "${var.min_tasks}"
+
+
+def _metric_math(expression: str, series: dict[str, float | None]) -> float | None:
+    """One datapoint of a CloudWatch metric-math expression: ids, numbers, FILL(m, value),
+    comparisons, AND/OR. None is a missing datapoint. As CloudWatch documents it: a comparison or
+    logical operator treats a missing value as 0 when the other side has one, FILL replaces it."""
+    tokens: list[str] = re.findall(
+        r"\s*(==|!=|<=|>=|&&|\|\||[<>(),]|[0-9.]+|[A-Za-z_][A-Za-z0-9_]*)", expression
+    )
+    assert "".join(tokens) == re.sub(r"\s+", "", expression), expression
+    at = 0
+    # A value is (number or None, whether it is a time series): a scalar has no timestamps.
+    Value = tuple[float | None, bool]
+
+    def take() -> str:
+        nonlocal at
+        at += 1
+        return tokens[at - 1]
+
+    def peek() -> str | None:
+        return tokens[at] if at < len(tokens) else None
+
+    def combine(left: Value, right: Value, op: Callable[[float, float], bool]) -> Value:
+        timed = [value for value, is_series in (left, right) if is_series]
+        if timed and all(value is None for value in timed):
+            return None, True  # no datapoint at this timestamp on either side
+        return float(op(left[0] or 0.0, right[0] or 0.0)), bool(timed)
+
+    logical: dict[str, Callable[[float, float], bool]] = {
+        "AND": lambda a, b: bool(a) and bool(b),
+        "&&": lambda a, b: bool(a) and bool(b),
+        "OR": lambda a, b: bool(a) or bool(b),
+        "||": lambda a, b: bool(a) or bool(b),
+    }
+    comparison: dict[str, Callable[[float, float], bool]] = {
+        "==": lambda a, b: a == b,
+        "!=": lambda a, b: a != b,
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
+        ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b,
+    }
+
+    def either() -> Value:
+        left = compared()
+        while peek() in logical:
+            op = logical[take()]
+            left = combine(left, compared(), op)
+        return left
+
+    def compared() -> Value:
+        left = operand()
+        while peek() in comparison:
+            op = comparison[take()]
+            left = combine(left, operand(), op)
+        return left
+
+    def operand() -> Value:
+        token = take()
+        if token == "(":
+            inner = either()
+            assert take() == ")"
+            return inner
+        if token == "FILL":
+            assert take() == "("
+            filled, _ = either()
+            assert take() == ","
+            filler = float(take())
+            assert take() == ")"
+            return (filler if filled is None else filled), True
+        if re.fullmatch(r"[0-9.]+", token):
+            return float(token), False
+        assert token in series, f"{token} is not a metric of the alarm"
+        return series[token], True
+
+    result, _ = either()
+    assert at == len(tokens), expression
+    return result
+
+
+def _alarm_fires(alarm: dict[str, Any], series: dict[str, float | None]) -> bool:
+    """Whether one period of these datapoints puts the alarm in ALARM (threshold > 0 only).
+    `series` is by metric-query id; an alarm on one metric reads it by these ids too."""
+    if "metric_query" in alarm:
+        [expression] = [q["expression"] for q in alarm["metric_query"] if q.get("return_data")]
+        value = _metric_math(expression, series)
+    else:
+        ids = {
+            "ApproximateNumberOfMessagesVisible": "visible",
+            "ApproximateNumberOfMessagesNotVisible": "inflight",
+            "RunningTaskCount": "running",
+        }
+        value = series[ids[alarm["metric_name"]]]
+    assert (alarm["comparison_operator"], alarm["threshold"]) == ("GreaterThanThreshold", 0)
+    if value is None:
+        assert alarm.get("treat_missing_data", "missing") != "breaching"
+        return False
+    return value > 0
+
+
+def test_the_metric_math_reader_follows_cloudwatchs_documented_examples() -> None:
+    # The examples of "Comparison and logical operators" in CloudWatch's metric math syntax.
+    metric1, metric2 = [30.0, 20.0, 0.0, 0.0], [20.0, None, 20.0, None]
+    for expression, expected in (
+        ("(metric1 < metric2)", [0, 0, 1, 0]),
+        ("(metric1 >= 30)", [1, 0, 0, 0]),
+        ("(metric1 > 15 AND metric2 > 15)", [1, 0, 0, 0]),
+    ):
+        got = [
+            _metric_math(expression, {"metric1": a, "metric2": b})
+            for a, b in zip(metric1, metric2, strict=True)
+        ]
+        assert got == expected, expression
+    assert _metric_math("FILL(m, 0) == 0", {"m": None}) == 1
+    assert _metric_math("m == 0", {"m": None}) is None
+
+
+# One period each: (visible, in flight, running tasks); None is no datapoint. Container Insights
+# sends nothing for a service without running tasks, and its datapoint can be late.
+WHILE_TASKS_RUN = {
+    "a burst, ten tasks at work": (90_000.0, 160.0, 10.0),
+    "a burst, the running-task datapoint late": (90_000.0, 160.0, None),
+    "a burst, every task between two receives": (90_000.0, 0.0, 10.0),
+    "one task starting, the queue not yet received from": (40.0, 0.0, 1.0),
+    "a trickle, one task": (3.0, 1.0, 1.0),
+}
+WITHOUT_A_TASK = {
+    "scaled to zero, no datapoint from Container Insights": (5.0, 0.0, None),
+    "scaled to zero, Container Insights reports 0": (5.0, 0.0, 0.0),
+}
+IDLE = {
+    "an empty queue, no task": (0.0, 0.0, None),
+    "an empty queue, one task": (0.0, 0.0, 1.0),
+    "a queue asleep (no SQS datapoints), no task": (None, None, None),
+}
+
+
+def _from_zero_alarm_fires(visible: float | None, inflight: float | None, running: float | None) -> bool:
+    alarm = one("aws_cloudwatch_metric_alarm", "queue_has_messages")
+    return _alarm_fires(alarm, {"visible": visible, "inflight": inflight, "running": running})
+
+
+@pytest.mark.parametrize("case", list(WHILE_TASKS_RUN))
+def test_the_scale_from_zero_alarm_stays_quiet_while_tasks_run(case: str) -> None:
+    assert not _from_zero_alarm_fires(*WHILE_TASKS_RUN[case])
+
+
+@pytest.mark.parametrize("case", list(WITHOUT_A_TASK))
+def test_the_scale_from_zero_alarm_fires_when_messages_wait_and_no_task_runs(case: str) -> None:
+    assert _from_zero_alarm_fires(*WITHOUT_A_TASK[case])
+
+
+@pytest.mark.parametrize("case", list(IDLE))
+def test_the_scale_from_zero_alarm_stays_quiet_on_an_empty_queue(case: str) -> None:
+    assert not _from_zero_alarm_fires(*IDLE[case])
+
+
+def test_the_scale_from_zero_alarm_reads_this_queue_and_this_services_running_tasks() -> None:
+    alarm = one("aws_cloudwatch_metric_alarm", "queue_has_messages")
+    assert alarm["count"] == "${local.scale_to_zero ? 1 : 0}"
+    assert alarm["evaluation_periods"] == 1
+    metrics = {q["id"]: q["metric"][0] for q in alarm["metric_query"] if "metric" in q}
+    queue = {"QueueName": "${aws_sqs_queue.this.name}"}
+    assert (metrics["visible"]["namespace"], metrics["visible"]["metric_name"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    )
+    assert (metrics["inflight"]["namespace"], metrics["inflight"]["metric_name"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesNotVisible",
+    )
+    assert metrics["visible"]["dimensions"] == metrics["inflight"]["dimensions"] == queue
+    # ECS/ContainerInsights RunningTaskCount has the dimensions ServiceName, ClusterName, and
+    # exists only on a cluster with Container Insights on.
+    running = metrics["running"]
+    assert (running["namespace"], running["metric_name"]) == ("ECS/ContainerInsights", "RunningTaskCount")
+    assert running["dimensions"] == {
+        "ClusterName": "${aws_ecs_cluster.this.name}",
+        "ServiceName": "${aws_ecs_service.worker.name}",
+    }
+    assert {"name": "containerInsights", "value": "enabled"} in one("aws_ecs_cluster", "this")["setting"]
+    # Any task running at any moment of the minute counts; every metric on one-minute periods.
+    assert {m["stat"] for m in metrics.values()} == {"Maximum"}
+    assert {m["period"] for m in metrics.values()} == {60}
+
+
+def test_the_scale_from_zero_policy_can_never_lower_the_task_count() -> None:
+    # Its alarm's action repeats every minute in ALARM, and target tracking does not block a step
+    # policy: an ExactCapacity of 1 would take a service of ten tasks back to one.
+    policy = one("aws_appautoscaling_policy", "from_zero")
+    config = policy["step_scaling_policy_configuration"][0]
+    assert config["adjustment_type"] == "ChangeInCapacity"
+    steps = config["step_adjustment"]
+    assert steps and all(step["scaling_adjustment"] > 0 for step in steps)
+    # Its alarm's breach (1 above a threshold of 0) falls in a step.
+    assert any(
+        step.get("metric_interval_lower_bound", float("-inf"))
+        <= 1
+        < step.get("metric_interval_upper_bound", float("inf"))
+        for step in steps
+    )
+    # A repeat within the cooldown counts the task already added: no second task per action.
+    assert config["cooldown"] >= 300
+    for current in range(0, 11):
+        for step in steps:
+            assert min(current + step["scaling_adjustment"], 10) >= current
+
+
+def test_target_tracking_reads_the_queue_length_as_a_gauge() -> None:
+    # ApproximateNumberOfMessagesVisible is a queue length at an instant: a Sum over a period
+    # adds up the samples in it.
+    policy = one("aws_appautoscaling_policy", "backlog")
+    spec = policy["target_tracking_scaling_policy_configuration"][0]["customized_metric_specification"][0]
+    metrics = {m["id"]: m for m in spec["metrics"]}
+    assert metrics["visible"]["metric_stat"][0]["stat"] == "Maximum"
+    assert metrics["tasks"]["metric_stat"][0]["stat"] in ("Average", "Maximum")
+    for alarm in ("queue_has_messages", "queue_idle"):
+        for query in one("aws_cloudwatch_metric_alarm", alarm)["metric_query"]:
+            if "metric" in query and query["metric"][0]["metric_name"].startswith("ApproximateNumberOf"):
+                assert query["metric"][0]["stat"] == "Maximum", alarm
+
+
+# -- the enqueue Lambda: its concurrency and its alarms -------------------------------------------
+
+
+def test_the_lambdas_reserved_concurrency_is_a_validated_variable() -> None:
+    function = one("aws_lambda_function", "enqueue")
+    assert function["reserved_concurrent_executions"] == "${var.lambda_reserved_concurrency}"
+    body = variables()["lambda_reserved_concurrency"]
+    assert (body["type"], body["default"], body["nullable"]) == ("number", 50, False)
+    assert valid("lambda_reserved_concurrency", 1) and valid("lambda_reserved_concurrency", 50)
+    assert valid("lambda_reserved_concurrency", 900)
+    for refused in (0, -1, 2.5):
+        assert not valid("lambda_reserved_concurrency", refused), refused
+
+
+@pytest.mark.parametrize(
+    ("alarm", "metric"), [("lambda_throttles", "Throttles"), ("lambda_errors", "Errors")]
+)
+def test_the_lambdas_throttles_and_errors_raise_alarms(alarm: str, metric: str) -> None:
+    body = one("aws_cloudwatch_metric_alarm", alarm)
+    assert (body["namespace"], body["metric_name"], body["statistic"]) == ("AWS/Lambda", metric, "Sum")
+    assert body["dimensions"] == {"FunctionName": "${aws_lambda_function.enqueue.function_name}"}
+    assert (body["comparison_operator"], body["threshold"]) == ("GreaterThanThreshold", 0)
+    assert body["treat_missing_data"] == "notBreaching"
+    # The same actions as the other operational alarms.
+    assert body["alarm_actions"] == body["ok_actions"] == "${local.alarm_actions}"
+    assert one("aws_cloudwatch_metric_alarm", "dlq_not_empty")["alarm_actions"] == "${local.alarm_actions}"
+
+
+def test_the_throttles_alarm_waits_for_sustained_throttling() -> None:
+    # A burst above the reserved concurrency is retried by Lambda and only delays events.
+    body = one("aws_cloudwatch_metric_alarm", "lambda_throttles")
+    assert body["period"] * body["evaluation_periods"] == 300
+    assert body["datapoints_to_alarm"] == body["evaluation_periods"]
+    assert "var.lambda_reserved_concurrency" in body["alarm_description"]
+
+
+# -- defaults the example and the worker must share ---------------------------------------------
+
+
+def test_the_tfvars_example_keeps_the_default_min_tasks() -> None:
+    with open(TF / "terraform.tfvars.example") as handle:
+        example = _unquote(hcl2.load(handle))
+    assert (
+        example.get("min_tasks", variables()["min_tasks"]["default"]) == variables()["min_tasks"]["default"]
+    )
+    for name, value in example.items():
+        assert name in variables(), name
+        if variables()[name].get("validation"):
+            assert valid(name, value), name
+
+
+def test_the_worker_long_polls_as_long_as_the_queue_does() -> None:
+    queue = one("aws_sqs_queue", "this")
+    assert queue["receive_wait_time_seconds"] == "${local.receive_wait_seconds}"
+    worker_only = locals_()["worker_environment"]
+    assert {
+        "name": "RECEIVE_WAIT_SECONDS",
+        "value": "${tostring(aws_sqs_queue.this.receive_wait_time_seconds)}",
+    } in [_unquote(entry) for entry in worker_only]
+    assert "local.worker_environment" in _containers(one("aws_ecs_task_definition", "worker"))
+    assert "RECEIVE_WAIT_SECONDS" not in text(locals_()["common_environment"])
+    # SQS's longest poll by default, and always inside the shutdown deadline (a poll under way at
+    # SIGTERM must return before it) and within what the worker's settings accept.
+    assert evaluate(locals_()["receive_wait_seconds"]) == 20
+    field = Settings.model_fields["receive_wait_seconds"]
+    low = next(m.ge for m in field.metadata if hasattr(m, "ge"))
+    high = next(m.le for m in field.metadata if hasattr(m, "le"))
+    for deadline in (5, 7.5, 10, 21, 22, 25, 60, 115):
+        assert valid("shutdown_deadline_seconds", deadline)
+        wait = evaluate(locals_()["receive_wait_seconds"], shutdown_deadline_seconds=deadline)
+        assert low <= wait <= high and wait == int(wait), deadline
+        assert wait + 2 <= deadline, deadline
 
 
 def _statements() -> list[tuple[str, dict[str, Any]]]:

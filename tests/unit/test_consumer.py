@@ -32,7 +32,7 @@ from worker.ops import FAILURE_DETAIL_ATTRIBUTE as ERROR_ATTRIBUTE
 from worker.ops import FAILURE_REASON_ATTRIBUTE as REASON_ATTRIBUTE
 from worker.ops import ORIGINAL_MESSAGE_ATTRIBUTE, redrive
 from worker.policies import LeasePolicy, RequeuePolicy
-from worker.sqs_queue import Delivery, Queue, Visibility
+from worker.sqs_queue import DeleteBatcher, Delivery, Queue, Visibility
 
 QUEUE_URL = "https://sqs/q.fifo"
 DLQ_URL = "https://sqs/q-dlq.fifo"
@@ -54,6 +54,7 @@ class MemorySQS:
 
     pending: list[dict[str, Any]]
     deleted: list[str] = field(default_factory=list)
+    delete_batches: list[list[str]] = field(default_factory=list)  # the handles of each call
     visibility: list[tuple[str, int]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
@@ -97,6 +98,7 @@ class MemorySQS:
             return {"Successful": [], "Failed": [{"Id": e["Id"], "Code": "InternalError"} for e in Entries]}
         with self.lock:
             self.deleted += [e["ReceiptHandle"] for e in Entries]
+            self.delete_batches.append([e["ReceiptHandle"] for e in Entries])
             self.calls += [Call("delete", e["ReceiptHandle"], None, now, now) for e in Entries]
         return {"Successful": Entries, "Failed": []}
 
@@ -165,11 +167,15 @@ class ScriptedReconciler:
         self.behaviour = behaviour
         self.calls: list[str] = []
         self.cancelled: list[str] = []
+        self.expected_sizes: dict[str, int | None] = {}
         self.engine = type("E", (), {"source": type("S", (), {"bucket": "source-bucket"})()})()
 
-    def reconcile(self, key: str, cancel: threading.Event | None = None) -> ReconcileResult:
+    def reconcile(
+        self, key: str, cancel: threading.Event | None = None, expected_size: int | None = None
+    ) -> ReconcileResult:
         assert cancel is not None
         self.calls.append(key)
+        self.expected_sizes[key] = expected_size
         action = self.behaviour.get(key)
         if isinstance(action, float):
             deadline = time.monotonic() + action
@@ -251,6 +257,77 @@ def test_messages_of_one_key_are_coalesced_and_deleted_after_success() -> None:
     assert consumer.run(drain=True) == 0
     assert sorted(reconciler.calls) == ["a", "b"]  # "a" twice in the batch: one reconcile
     assert sorted(sqs.deleted) == ["h1", "h2", "h3"]
+
+
+def test_finished_messages_of_different_keys_are_deleted_together() -> None:
+    """Twelve keys finished at about the same time: one DeleteMessageBatch as soon as ten are
+    waiting, one for the rest (here at shutdown: the flush delay is longer than the run)."""
+    messages = [sqs_message(f"k{i}", f"h{i}") for i in range(12)]
+    consumer, sqs, _ = make(messages, {})
+    consumer.deletes = DeleteBatcher(consumer.queue, flush_seconds=60)
+    assert consumer.run(drain=True) == 0
+    assert sorted(len(batch) for batch in sqs.delete_batches) == [2, 10]
+    assert sorted(sqs.deleted) == sorted(f"h{i}" for i in range(12))
+
+
+def test_a_batch_goes_after_the_flush_delay_without_waiting_for_ten() -> None:
+    consumer, sqs, _ = make([sqs_message("a", "h1"), sqs_message("b", "h2")], {})
+    consumer.deletes = DeleteBatcher(consumer.queue, flush_seconds=0.2)
+    stop_after(consumer, 3)
+    started = time.monotonic()
+    runner = threading.Thread(target=consumer.run)
+    runner.start()
+    while not sqs.deleted and time.monotonic() - started < 2.5:
+        time.sleep(0.01)
+    waited = time.monotonic() - started
+    runner.join()
+    assert sorted(sqs.deleted) == ["h1", "h2"]
+    assert 0.2 <= waited < 2.5  # due after the delay, long before the stop
+
+
+def test_the_deletes_still_waiting_are_sent_before_the_process_ends() -> None:
+    """A finished key's delete waits for its batch; a copy still running at the deadline ends
+    the process at once after the requeue: the waiting delete is sent before that exit."""
+
+    def ignores_cancel(cancel: threading.Event) -> None:
+        time.sleep(4)
+
+    consumer, sqs, _ = make(
+        [sqs_message("done", "h1"), sqs_message("stuck", "h2")],
+        {"stuck": ignores_cancel},
+        shutdown_deadline_seconds=1.5,
+    )
+    consumer.deletes = DeleteBatcher(consumer.queue, flush_seconds=60)
+    exits: list[list[str]] = []
+    consumer._exit_process = lambda code: exits.append(sorted(sqs.deleted))  # type: ignore[assignment,misc,return-value]
+    stop_after(consumer, 0.3)
+    consumer.run()
+    assert exits == [["h1", "h2"]]  # h1 finished (its batch), h2 requeued (deleted at once)
+    assert len(sqs.sent) == 1
+
+
+def test_a_delete_after_the_batcher_closed_is_sent_at_once() -> None:
+    sqs = MemorySQS([])
+    deletes = DeleteBatcher(Queue(sqs, QUEUE_URL), flush_seconds=60)
+    delivery = Delivery("id-1", "h1", "g", 1, "{}", received_at=time.monotonic())
+    assert deletes.close(1)
+    deletes.add([delivery])
+    assert sqs.delete_batches == [["h1"]]
+
+
+def test_the_reconcile_is_told_the_size_the_newest_event_reported() -> None:
+    def body(key: str, event: str, size: int | None) -> str:
+        return ReplicationMessage(bucket="source-bucket", key=key, event=event, size=size).to_body()
+
+    messages = [
+        sqs_message("a", "h1", body=body("a", "ObjectCreated:Put", 5)),
+        sqs_message("a", "h2", body=body("a", "ObjectCreated:Put", 7)),
+        sqs_message("b", "h3", body=body("b", "ObjectCreated:Put", 9)),
+        sqs_message("b", "h4", body=body("b", "ObjectRemoved:Delete", None)),
+    ]
+    consumer, _, reconciler = make(messages, {})
+    consumer.run(drain=True)
+    assert reconciler.expected_sizes == {"a": 7, "b": None}
 
 
 def test_failures_back_off_with_the_receive_count_and_are_not_deleted() -> None:

@@ -8,9 +8,11 @@ import hashlib
 import http.client
 import io
 import ipaddress
+import re
 import socketserver
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -167,6 +169,69 @@ def test_upload_part_sends_the_body_and_returns_the_etag() -> None:
     head = server.requests[0]
     assert head.startswith("PUT /bucket/k?partNumber=3&uploadId=up%2F1 HTTP/1.1\r\n")
     assert "Content-MD5: md5==\r\n" in head and "Content-Length: 4\r\n" in head
+
+
+class PartServer(CannedServer):
+    """Reads each request's body, answers with an ETag naming the part, and closes every
+    connection after one answer without saying so (no Connection: close header): the client
+    keeps a connection the server has closed."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.bodies: list[bytes] = []
+        server = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    head += line
+                server.requests.append(head.decode())
+                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+                server.bodies.append(self.rfile.read(length))
+                number = re.search(rb"partNumber=(\d+)", head).group(1).decode()  # type: ignore[union-attr]
+                self.wfile.write(
+                    f'HTTP/1.1 200 OK\r\nETag: "e{number}"\r\nContent-Length: 0\r\n\r\n'.encode()
+                )
+
+        self._server.RequestHandlerClass = Handler
+
+
+def test_a_streamed_part_is_sent_on_a_fresh_connection_when_the_kept_one_was_closed() -> None:
+    # A streamed body cannot be sent twice: a kept-alive connection the server closed meanwhile is
+    # found before sending, not by a failed send (which would cost the part a retry).
+    ranges = [partial("206 Partial Content", b"abcd"), partial("206 Partial Content", b"wxyz")]
+    with CannedServer(ranges) as source_server, PartServer() as target_server:
+        source, target = lean_for(source_server.url), lean_for(target_server.url)
+        buffer = memoryview(bytearray(2))  # two chunks a part
+        with source.open_range("k", 0, 4, buffer) as body:
+            assert target.upload_part_stream("k", "u", 1, body) == '"e1"'
+        time.sleep(0.1)  # the server's close arrives
+        with source.open_range("k", 4, 4, buffer) as body:
+            assert target.upload_part_stream("k", "u", 2, body) == '"e2"'
+    assert target_server.bodies == [b"abcd", b"wxyz"]
+
+
+def test_a_stream_closed_in_another_thread_closes_its_own_connection_only() -> None:
+    with CannedServer([partial("206 Partial Content", b"abcd")]) as server:
+        lean = lean_for(server.url)
+        body = lean.open_range("k", 0, 4, memoryview(bytearray(2)))
+        kept: list[Any] = []
+
+        def elsewhere() -> None:
+            own = lean._connection()
+            body.close()  # as the garbage collector may, in whatever thread it runs
+            kept.append(lean._local.connection is own)
+
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join()
+        assert kept == [True]  # that thread's connection is untouched
+        assert lean._local.connection.sock is None  # the stream's own is closed: it reconnects
+        body.close()  # twice: nothing more
 
 
 # -- TLS and proxies: the lean path reaches an endpoint the way botocore would, or not at all ------

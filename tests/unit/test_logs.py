@@ -24,6 +24,16 @@ def test_json_lines_off_a_terminal_and_secrets_scrubbed() -> None:
     assert lines[1]["logger"] == "botocore.x"
 
 
+def test_the_libraries_request_chatter_stays_out_of_info_logs() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    # The Azure SDK logs every request and response at INFO (headers included).
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").info("Request URL: ...")
+    logging.getLogger("botocore.endpoint").info("Sending http request")
+    get_logger("t").info("ours")
+    assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["ours"]
+
+
 def _fail_with_a_secret_in_a_local() -> None:
     signing_key = "local-secret-4f9a2c7e"  # noqa: F841 (what a signer's frame holds)
     raise RuntimeError("request could not be signed")
