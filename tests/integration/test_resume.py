@@ -62,6 +62,26 @@ class Recorder:
 
         monkeypatch.setattr(engine, "_read_range", read)
         monkeypatch.setattr(engine, "_upload_part", upload)
+        # Parts of a chained layout stream from the source's GET into UploadPart on the lean path.
+        lean_source, lean_target = engine._lean_source, engine._lean_target
+        if lean_source is not None and lean_target is not None:
+            real_open, real_stream = lean_source.open_range, lean_target.upload_part_stream
+
+            def open_range(key: str, start: int, *rest: Any) -> Any:
+                with lock:
+                    self.read.append(start)
+                return real_open(key, start, *rest)
+
+            def stream(key: str, upload_id: str, number: int, body: Any) -> str:
+                etag = real_stream(key, upload_id, number, body)
+                with lock:
+                    self.sent.append(number)
+                    if stop_after is not None and len(self.sent) >= stop_after:
+                        self.cancel.set()
+                return etag
+
+            monkeypatch.setattr(lean_source, "open_range", open_range)
+            monkeypatch.setattr(lean_target, "upload_part_stream", stream)
 
 
 def interrupted_copy(
