@@ -358,11 +358,10 @@ class LeanS3:
             headers[f"x-amz-meta-{name}"] = value
         self._send("PUT", key, headers, body, "PutObject")
 
-    def get_range(
-        self, key: str, start: int, length: int, version_id: str | None = None, if_match: str | None = None
-    ) -> bytearray:
-        """Bytes start..start+length-1 of the object, read straight into one buffer (boto3 reads a
-        part in chunks and joins them: another copy of every byte)."""
+    def _range_response(
+        self, key: str, start: int, length: int, version_id: str | None, if_match: str | None
+    ) -> http.client.HTTPResponse:
+        """A ranged GET answered with exactly `length` bytes to come (the caller reads them)."""
         headers = {"Range": f"bytes={start}-{start + length - 1}"}
         if if_match:
             headers["If-Match"] = if_match
@@ -372,10 +371,22 @@ class LeanS3:
             if response.status >= 300:
                 self._raise(_Response(response.status, response.reason, {}, response.read()), "GetObject")
             if response.length is not None and response.length != length:
-                # A store that ignored the Range header: not a body to read into this buffer.
+                # A store that ignored the Range header: not a body to read as this range.
                 raise http.client.HTTPException(
                     f"asked for {length} bytes of {key!r}, the answer holds {response.length}"
                 )
+        except BaseException:
+            self._drop_connection()
+            raise
+        return response
+
+    def get_range(
+        self, key: str, start: int, length: int, version_id: str | None = None, if_match: str | None = None
+    ) -> bytearray:
+        """Bytes start..start+length-1 of the object, read straight into one buffer (boto3 reads a
+        part in chunks and joins them: another copy of every byte)."""
+        response = self._range_response(key, start, length, version_id, if_match)
+        try:
             buffer = bytearray(length)
             view = memoryview(buffer)
             filled = 0
@@ -410,21 +421,7 @@ class LeanS3:
     ) -> RangeStream:
         """A ranged GET whose body is read later, `buffer` at a time, by whoever iterates the
         stream (in this thread: the connection is this thread's). Close it when done."""
-        headers = {"Range": f"bytes={start}-{start + length - 1}"}
-        if if_match:
-            headers["If-Match"] = if_match
-        target, signed = self._signed("GET", key, headers, {"versionId": version_id} if version_id else None)
-        response = self._open("GET", target, signed, None)
-        try:
-            if response.status >= 300:
-                self._raise(_Response(response.status, response.reason, {}, response.read()), "GetObject")
-            if response.length is not None and response.length != length:
-                raise http.client.HTTPException(
-                    f"asked for {length} bytes of {key!r}, the answer holds {response.length}"
-                )
-        except BaseException:
-            self._drop_connection()
-            raise
+        response = self._range_response(key, start, length, version_id, if_match)
         return RangeStream(self, self._connection(), response, key, length, buffer)
 
     def upload_part_stream(self, key: str, upload_id: str, number: int, body: RangeStream) -> str:
