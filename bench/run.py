@@ -13,7 +13,8 @@ Contenders:
 Then the listing scenarios (bench/listing.py): `--check` of an identical 100,000-key pair against
 `rclone check`, sharded checks, memory and temporary disk against bucket size, and the time to the
 first copy. Then the event path (bench/events.py): S3 events at steady rates and in a burst through
-the handler, the FIFO queue and two workers, on the local stack.
+the handler, the FIFO queue and two workers, on the local stack. Then the Azure Blob target
+(bench/azure.py): the same loads to Azurite against rclone, and one target against two.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any, NamedTuple
 
 from boto3.s3.transfer import TransferConfig
 
-from bench import events, listing
+from bench import azure, events, listing
 from local_stack.seaweed import SeaweedS3
 from migrate.cli import DEFAULT_CONCURRENCY
 from replicator.settings import Settings
@@ -372,7 +373,8 @@ ONLY_LARGE = ("lyve-replicator+md5",)
 CORES = len(
     os.sched_getaffinity(0)
 )  # the cores this bench may use  # the MD5 pass concerns multipart copies only
-SCENARIO_GROUPS = ("copies", "listing", "events")  # the copy scenarios, bench/listing.py's, bench/events.py's
+# The copy scenarios, bench/listing.py's, bench/events.py's, bench/azure.py's.
+SCENARIO_GROUPS = ("copies", "listing", "events", *azure.GROUPS)
 
 
 def copy_scenarios(bench: Bench, args: argparse.Namespace) -> list[Measurement]:
@@ -426,6 +428,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     measurements: list[Measurement] = []
     listing_result: dict[str, Any] | None = None
     events_result: dict[str, Any] | None = None
+    azure_result: dict[str, Any] | None = None
     try:
         if {"copies", "listing"} & set(args.only):
             with SeaweedS3() as source, SeaweedS3() as target:
@@ -438,6 +441,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
         if "events" in args.only:  # its own stack: moto, SeaweedFS, the invoker, two workers
             events_result = events.run(args.events_rates, args.events_seconds, args.events_burst)
+        if set(azure.GROUPS) & set(args.only):  # its own servers: two SeaweedFS, Azurite
+            azure_result = azure.run(args.only, args.runs, args.small_count, args.large_mib)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result = summarize(measurements, args)
@@ -445,6 +450,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["listing"] = listing_result
     if events_result is not None:
         result["events"] = events_result
+    if azure_result is not None:
+        result["azure"] = azure_result
     return result
 
 
@@ -574,6 +581,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines += listing.markdown(result["listing"])
     if "events" in result:
         lines += events.markdown(result["events"])
+    if "azure" in result:
+        lines += azure.markdown(result["azure"])
     return "\n".join(lines)
 
 

@@ -37,6 +37,20 @@ def bucket_contents(client: Any, bucket: str) -> dict[str, Content]:
     return {key: object_content(client, bucket, key) for key in list_keys(client, bucket)}
 
 
+def container_contents(service: Any, container: str) -> dict[str, Content]:
+    """An Azure Blob container's blobs as Content (`service`: a BlobServiceClient)."""
+    client = service.get_container_client(container)
+    contents = {}
+    for blob in client.list_blobs():
+        digest = hashlib.md5()  # noqa: S324
+        size = 0
+        for chunk in client.download_blob(blob.name).chunks():
+            digest.update(chunk)
+            size += len(chunk)
+        contents[blob.name] = Content(size, digest.hexdigest())
+    return contents
+
+
 def differences(source: dict[str, Content], target: dict[str, Content]) -> list[str]:
     problems = []
     for key in sorted(source.keys() | target.keys()):

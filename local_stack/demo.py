@@ -1,10 +1,11 @@
 """`make demo`: the pipeline end to end on loopback, with a verdict.
 
-Starts moto (AWS) and SeaweedFS (Lyve Cloud), starts two real worker processes, then creates
-objects in the source bucket (one of 64 MiB, odd keys among them), deletes one and overwrites
-one. S3 notifications flow through the real enqueue handler into the FIFO queue; the workers
-replicate. The demo prints what arrived and exits 0 only if the buckets are identical, byte for
-byte. Every server and worker it started is stopped on the way out.
+Starts moto (AWS), SeaweedFS (Lyve Cloud) and Azurite (Azure Blob Storage), starts two real
+worker processes replicating to both targets at once ("lyve" and "azure" in TARGETS), then
+creates objects in the source bucket (one of 64 MiB, odd keys among them), deletes one and
+overwrites one. S3 notifications flow through the real enqueue handler into the FIFO queue; the
+workers replicate. The demo prints what arrived and exits 0 only if both targets are identical to
+the source, byte for byte. Every server and worker it started is stopped on the way out.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from local_stack.compare import bucket_contents, differences
+from local_stack.compare import bucket_contents, container_contents, differences
 from local_stack.stack import LocalStack
 
 MIB = 1024 * 1024
@@ -39,10 +40,15 @@ def _objects() -> dict[str, bytes]:
 
 
 def run(console: Console) -> int:
-    with LocalStack() as stack:
+    with LocalStack(with_azure=True) as stack:
+        assert stack.azure is not None
         console.print(f"[bold]AWS (moto)[/]   {stack.aws.endpoint_url}  source bucket: {stack.source_bucket}")
         console.print(
-            f"[bold]Lyve (weed)[/]  {stack.lyve.endpoint_url}  target bucket: {stack.target_bucket}"
+            f'[bold]Lyve (weed)[/]  {stack.lyve.endpoint_url}  target "lyve": bucket {stack.target_bucket}'
+        )
+        console.print(
+            f'[bold]Azure (Azurite)[/]  {stack.azure.blob_endpoint}  target "azure": container '
+            f"{stack.azure_container}"
         )
         env = stack.env(DRAIN_IDLE_SECONDS="8", LOG_LEVEL="WARNING")
         workers = [stack.start_worker("--drain", env=env) for _ in range(2)]
@@ -62,29 +68,33 @@ def run(console: Console) -> int:
         codes = [w.returncode for w in workers]
 
         src = bucket_contents(source, stack.source_bucket)
-        dst = bucket_contents(stack.target(), stack.target_bucket)
+        targets = {
+            "lyve": bucket_contents(stack.target(), stack.target_bucket),
+            "azure": container_contents(stack.azure.client(), stack.azure_container),
+        }
         table = Table(title=f"Replicated in {elapsed:.1f}s (including the workers' idle wait)")
-        for column in ("key", "source bytes", "target bytes", "md5 match"):
+        for column in ("key", "source bytes", *(f"{name} md5 match" for name in targets)):
             table.add_column(column)
-        for key in sorted(src.keys() | dst.keys()):
-            s, d = src.get(key), dst.get(key)
-            table.add_row(
-                repr(key),
-                str(s.size) if s else "-",
-                str(d.size) if d else "-",
-                "yes" if s and d and s.md5 == d.md5 else "NO",
-            )
+        for key in sorted(set(src).union(*targets.values())):
+            s = src.get(key)
+            matches = []
+            for dst in targets.values():
+                d = dst.get(key)
+                matches.append("yes" if s and d and s.md5 == d.md5 else ("-" if not s and not d else "NO"))
+            table.add_row(repr(key), str(s.size) if s else "-", *matches)
         console.print(table)
-        problems = differences(src, dst)
-        if "tmp/to-be-deleted.log" in dst:
-            problems.append("the deleted object is still on the target")
+        problems = []
+        for name, dst in targets.items():
+            problems += [f"{name}: {problem}" for problem in differences(src, dst)]
+            if "tmp/to-be-deleted.log" in dst:
+                problems.append(f"{name}: the deleted object is still on the target")
         if any(code != 0 for code in codes):
             problems.append(f"worker exit codes: {codes}")
         if problems:
             console.print("[bold red]FAIL[/]: " + "; ".join(problems))
             return 1
         console.print(
-            f"[bold green]PASS[/]: source and target are identical, byte for byte ({len(src)} objects)"
+            f"[bold green]PASS[/]: both targets match the source, byte for byte ({len(src)} objects)"
         )
         _show_status(env, console)
         return 0

@@ -35,6 +35,11 @@ class FaultPlan:
     slow_down: float = 0.0  # share of requests answered 503 SlowDown
     internal_error: float = 0.0  # share answered 500 InternalError
     drop: float = 0.0  # share whose connection is closed without an answer
+    # Requests of these methods are refused with 403 and this error code (a store that refuses
+    # writes: a lost permission, a locked account), sent as S3 (XML Code) and Azure
+    # (x-ms-error-code) name it.
+    refuse_methods: frozenset[str] = frozenset()
+    refusal_code: str = "AuthorizationPermissionMismatch"
     seed: int = 7
     injected: Counter[str] = field(default_factory=Counter)
     forwarded: int = 0
@@ -93,7 +98,7 @@ class FaultProxy:
     def handle(self, request: BaseHTTPRequestHandler) -> None:
         length = int(request.headers.get("Content-Length") or 0)
         body = request.rfile.read(length) if length else b""
-        fault = self._choose()
+        fault = "refuse" if request.command in self.plan.refuse_methods else self._choose()
         if fault:
             with self._lock:
                 self.plan.injected[fault] += 1
@@ -102,10 +107,15 @@ class FaultProxy:
             with contextlib.suppress(OSError):
                 request.connection.shutdown(socket.SHUT_RDWR)
             return
-        if fault in ("slow_down", "internal_error"):
-            status, code = (503, "SlowDown") if fault == "slow_down" else (500, "InternalError")
+        if fault in ("slow_down", "internal_error", "refuse"):
+            status, code = {
+                "slow_down": (503, "SlowDown"),
+                "internal_error": (500, "InternalError"),
+                "refuse": (403, self.plan.refusal_code),
+            }[fault]
             payload = _ERROR_XML.format(code=code, message="injected fault").encode()
             request.send_response(status)
+            request.send_header("x-ms-error-code", code)
             request.send_header("Content-Type", "application/xml")
             request.send_header("Content-Length", str(len(payload)))
             request.end_headers()

@@ -1,8 +1,11 @@
 """The whole pipeline on loopback: moto (AWS) + SeaweedFS (Lyve Cloud) + the Lambda invoker,
-and helpers to run real worker processes against it."""
+optionally Azurite (an Azure Blob container as a second target), and helpers to run real worker
+processes against it."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -10,10 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from local_stack.aws import MotoAWS
+from local_stack.azurite import Azurite
 from local_stack.invoker import LambdaInvoker
 from local_stack.seaweed import SeaweedS3
 
 TARGET_BUCKET = "lyve-target"
+AZURE_CONTAINER = "replica"
+AZURE_SECRET = "azure-target-credentials"
 
 
 @dataclass
@@ -21,8 +27,12 @@ class LocalStack:
     source_bucket: str = "source-bucket"
     target_bucket: str = TARGET_BUCKET
     max_receive_count: int = 5
+    # Also an Azure Blob container (Azurite) as a second target, "azure" beside "lyve".
+    with_azure: bool = False
+    azure_container: str = AZURE_CONTAINER
     aws: MotoAWS = field(init=False)
     lyve: SeaweedS3 = field(init=False)
+    azure: Azurite | None = field(default=None, init=False)
     invoker: LambdaInvoker | None = field(default=None, init=False)
     _workers: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False)
 
@@ -42,21 +52,51 @@ class LocalStack:
             )
             if invoker_thread:
                 self.invoker.start()
+            if self.with_azure:
+                self.azure = Azurite().start()
+                self.azure.create_container(self.azure_container)
+                # As Terraform keeps it: the connection string in a secret of its own.
+                self.aws.client("secretsmanager").create_secret(
+                    Name=AZURE_SECRET,
+                    SecretString=json.dumps({"connection_string": self.azure.connection_string}),
+                )
         except BaseException:
-            self.lyve.stop()
+            with contextlib.suppress(Exception):  # the first error is the one to see
+                self.stop()
             raise
         return self
 
+    def targets(self) -> dict[str, dict[str, str]]:
+        """TARGETS for this stack: the Lyve stand-in, and the Azure container when started."""
+        targets = {
+            "lyve": {
+                "type": "s3",
+                "bucket": self.target_bucket,
+                "endpoint_url": self.lyve.endpoint_url,
+                "secret_id": self.aws.secret_name,
+            }
+        }
+        if self.azure is not None:
+            targets["azure"] = {"type": "azure", "container": self.azure_container, "secret_id": AZURE_SECRET}
+        return targets
+
     def env(self, **overrides: str) -> dict[str, str]:
         """Environment of a worker or migrate process pointed at this stack."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TARGET_", "SOURCE_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TARGET", "SOURCE_"))}
         env.update(self.aws.env())
+        if self.azure is not None:
+            env["TARGETS"] = json.dumps(self.targets())
+        else:
+            env.update(
+                {
+                    "TARGET_BUCKET": self.target_bucket,
+                    "TARGET_ENDPOINT_URL": self.lyve.endpoint_url,
+                    "TARGET_SECRET_ID": self.aws.secret_name,
+                }
+            )
         env.update(
             {
                 "SOURCE_BUCKET": self.source_bucket,
-                "TARGET_BUCKET": self.target_bucket,
-                "TARGET_ENDPOINT_URL": self.lyve.endpoint_url,
-                "TARGET_SECRET_ID": self.aws.secret_name,
                 "QUEUE_URL": self.aws.queue_url,
                 "ALLOW_HTTP_ENDPOINTS": "true",
                 "LOG_FORMAT": "json",
@@ -108,6 +148,8 @@ class LocalStack:
             steps.append(self.aws.stop)
         if hasattr(self, "lyve"):
             steps.append(self.lyve.stop)
+        if self.azure is not None:
+            steps.append(self.azure.stop)
         errors = []
         for step in steps:
             try:

@@ -29,8 +29,11 @@ from migrate.runner import (
     default_processes,
 )
 from migrate.uploads import cleanup_uploads
-from replicator.runtime import EXIT_CONFIG, EXIT_STARTUP, start
+from replicator.clients import Clients
+from replicator.runtime import EXIT_CONFIG, EXIT_STARTUP, Runtime, start
 from replicator.settings import Settings
+from replicator.targets import S3Target, Target
+from replicator.transfer import TransferEngine
 
 DEFAULT_CONCURRENCY = 32  # objects in flight
 EXIT_DIFFERENT = 1
@@ -88,6 +91,14 @@ def _parser() -> argparse.ArgumentParser:
         "exit code 4: a wrong bucket or a --reverse mix-up must not empty the target)",
     )
     mode.add_argument("--reverse", action="store_true", help="swap source and target (Lyve Cloud -> S3)")
+    mode.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this target of TARGETS (repeatable; default: every target, together: the source "
+        "listed and read once)",
+    )
     mode.add_argument(
         "--cleanup-uploads",
         action="store_true",
@@ -257,18 +268,59 @@ def main(argv: list[str] | None = None) -> int:
     runtime = start(reverse=args.reverse)
     if isinstance(runtime, int):
         return runtime
-    if args.cleanup_uploads:
-        if args.older_than is None:
-            parser.error("--cleanup-uploads needs --older-than AGE (e.g. 1d)")
-        aborted = cleanup_uploads(runtime.clients.target, args.older_than, args.prefix, args.dry_run)
-        verb = "would abort" if args.dry_run else "aborted"
-        print(
-            f"{verb} {len(aborted)} incomplete upload(s) older than {args.older_than.isoformat()}",
-            file=sys.stderr,
-        )
-        return 0
+    unknown = [name for name in args.target if name not in runtime.targets]
+    if unknown:
+        runtime.close()
+        parser.error(f"--target {unknown[0]}: not a target of this deployment ({', '.join(runtime.targets)})")
+    names = list(dict.fromkeys(args.target)) or list(runtime.targets)
+    try:
+        if len(names) == 1 and isinstance(runtime.targets[names[0]], S3Target):
+            target = runtime.targets[names[0]]
+            assert isinstance(target, S3Target)
+            assert target.clients is not None
+            return _migrate(args, parser, runtime, target.engine, target.clients)
+        if not _s3_only_options(args):
+            # Every target named, together: the source listed and read once (store_run).
+            return _migrate_store(args, runtime, [runtime.targets[name] for name in names])
+        # Options of the S3 path (shards, S3 Inventory, upload cleanup): each S3 target in turn.
+        codes: list[int] = []
+        for name in names:
+            if EXIT_INTERRUPTED in codes:
+                break  # Ctrl-C / SIGTERM stops the run, not just this target's
+            print(f"== target {name}", file=sys.stderr)
+            target = runtime.targets[name]
+            if not isinstance(target, S3Target):
+                # A scheduled repair with shards names every target: the others go on.
+                print(
+                    f"warning: target {name} skipped: {_s3_only_options(args)} apply to S3 targets only",
+                    file=sys.stderr,
+                )
+                continue
+            assert target.clients is not None
+            codes.append(_migrate(args, parser, runtime, target.engine, target.clients, name))
+        return max(codes, key=_SEVERITY.index) if codes else EXIT_CONFIG
+    finally:
+        runtime.close()
 
-    options = Options(
+
+# Exit codes of several targets' runs: the worst one is the run's.
+_SEVERITY = [0, EXIT_DIFFERENT, EXIT_CONFIG, EXIT_DELETES_REFUSED, EXIT_STARTUP, EXIT_INTERRUPTED]
+
+
+def _s3_only_options(args: argparse.Namespace) -> str:
+    """The options given that only runner.Migration (one S3 target) supports, as text."""
+    given = [
+        ("--cleanup-uploads", args.cleanup_uploads),
+        ("--plan-shards", args.plan_shards is not None),
+        ("--source-inventory", bool(args.source_inventory)),
+        ("--shard", args.shard != (0, 1)),
+        ("--stream-target-listing", args.stream_target_listing),
+    ]
+    return ", ".join(name for name, on in given if on)
+
+
+def _options(args: argparse.Namespace) -> Options:
+    return Options(
         key_filter=KeyFilter(
             prefix=args.prefix,
             include=tuple(args.include),
@@ -289,6 +341,48 @@ def main(argv: list[str] | None = None) -> int:
         stream_target_listing=args.stream_target_listing,
         splits=args.splits,
     )
+
+
+def _migrate_store(args: argparse.Namespace, runtime: Runtime, targets: list[Target]) -> int:
+    """Several targets together, or one that is not S3-compatible (Azure Blob): store_run."""
+    from migrate.store_run import StoreMigration  # noqa: PLC0415 - off the one-S3-target path
+
+    options = _options(args)
+    with Progress(args.progress) as progress:
+        migration = StoreMigration(runtime.engine, targets, options, progress)
+        signal.signal(signal.SIGTERM, migration.stop)
+        signal.signal(signal.SIGINT, migration.stop)
+        summary = migration.run()
+    _print_summary(summary, options)
+    if args.report:
+        _write_report(args, summary, None)
+    if args.metrics:
+        _emit_metrics(summary, runtime.settings, args.check)
+    return exit_code(summary)
+
+
+def _migrate(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    runtime: Runtime,
+    engine: TransferEngine,
+    clients: Clients,
+    name: str | None = None,
+) -> int:
+    """One S3-compatible target: `engine` copies to it, `clients` reach it."""
+    if args.cleanup_uploads:
+        if args.older_than is None:
+            parser.error("--cleanup-uploads needs --older-than AGE (e.g. 1d)")
+        assert clients.target is not None
+        aborted = cleanup_uploads(clients.target, args.older_than, args.prefix, args.dry_run)
+        verb = "would abort" if args.dry_run else "aborted"
+        print(
+            f"{verb} {len(aborted)} incomplete upload(s) older than {args.older_than.isoformat()}",
+            file=sys.stderr,
+        )
+        return 0
+
+    options = _options(args)
     inventory: InventoryListing | None = None
     if args.source_inventory:
         try:
@@ -301,19 +395,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         except InventoryError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            runtime.engine.close()
             return EXIT_CONFIG
     try:
         if args.plan_shards is not None:
-            planner = Migration(runtime.engine, options, clients=runtime.clients, source_listing=inventory)
+            planner = Migration(engine, options, clients=clients, source_listing=inventory)
             splits = planner.plan_shards(args.plan_shards)
             requests = planner.summary.listing["discovery_requests"]
             print(json.dumps({"shards": args.plan_shards, "splits": splits, "discovery_requests": requests}))
             return 0
         with Progress(args.progress) as progress:
-            migration = Migration(
-                runtime.engine, options, progress, clients=runtime.clients, source_listing=inventory
-            )
+            migration = Migration(engine, options, progress, clients=clients, source_listing=inventory)
             signal.signal(signal.SIGTERM, migration.stop)
             signal.signal(signal.SIGINT, migration.stop)
             try:
@@ -331,31 +422,37 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if inventory is not None:
             inventory.close()
-        if args.plan_shards is not None:
-            runtime.engine.close()
     if inventory is not None:
         summary.listing["inventory_created"] = inventory.created.isoformat()
-    runtime.engine.close()
     _print_summary(summary, options)
     if args.report:
-        report = {
-            "finished_at": datetime.now(UTC).isoformat(),
-            "options": {
-                "check": args.check,
-                "dry_run": args.dry_run,
-                "delete": args.delete,
-                "max_delete": args.max_delete,
-                "allow_empty_source": args.allow_empty_source,
-                "prefix": args.prefix,
-                "shard": f"{args.shard[0]}/{args.shard[1]}",
-                "reverse": args.reverse,
-            },
-            **summary.as_dict(),
-        }
-        args.report.write_text(json.dumps(report, indent=2, default=str))
+        _write_report(args, summary, name)
     if args.metrics:
         _emit_metrics(summary, runtime.settings, args.check)
     return exit_code(summary)
+
+
+def _write_report(args: argparse.Namespace, summary: Summary, name: str | None) -> None:
+    """--report FILE; with several targets, one file per target (FILE's name + .<target>)."""
+    path: Path = args.report
+    if name is not None:
+        path = path.with_name(f"{path.stem}.{name}{path.suffix}")
+    report = {
+        "finished_at": datetime.now(UTC).isoformat(),
+        "options": {
+            "check": args.check,
+            "dry_run": args.dry_run,
+            "delete": args.delete,
+            "max_delete": args.max_delete,
+            "allow_empty_source": args.allow_empty_source,
+            "prefix": args.prefix,
+            "shard": f"{args.shard[0]}/{args.shard[1]}",
+            "reverse": args.reverse,
+        },
+        **({"target": name} if name else {}),
+        **summary.as_dict(),
+    }
+    path.write_text(json.dumps(report, indent=2, default=str))
 
 
 def _emit_metrics(summary: Summary, settings: Settings, check: bool, failed: bool = False) -> None:

@@ -298,6 +298,7 @@ def _child_init(settings: Settings, parent: Clients | None, threads: int) -> Non
     configure_logging(settings.log_level, settings.log_format)
     clients = parent.renewed(settings) if parent is not None else build_clients(settings)
     quiet_garbage_collector()
+    assert clients.target is not None  # settings for one S3 target (Settings.for_target)
     _child["engine"] = TransferEngine(clients.source, clients.target, settings)
     _child["threads"] = ThreadPoolExecutor(threads)
     _child["retrying"] = object_retrying(settings.source_changed_restarts, settings.integrity_restarts)

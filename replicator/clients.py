@@ -48,7 +48,8 @@ class Endpoint:
 @dataclass(frozen=True)
 class Clients:
     source: Endpoint
-    target: Endpoint
+    # The single TARGET_* target; None when the targets are named in TARGETS (target_builder).
+    target: Endpoint | None
     session: boto3.session.Session
     # Keys as resolved at start (from settings or Secrets Manager), for renewed().
     credentials: dict[str, Credentials | None] = field(default_factory=dict, repr=False)
@@ -103,10 +104,19 @@ def _s3_config(settings: Settings, side: str) -> Config:
     )
 
 
+def secrets_client(session: boto3.session.Session, secret_id: str) -> Any:
+    """Secrets Manager in the secret's own region when it is named by ARN (a target's secret may
+    live in another region than the worker), else in the session's."""
+    parts = secret_id.split(":")
+    if secret_id.startswith("arn:") and len(parts) > 3 and parts[3]:
+        return session.client("secretsmanager", region_name=parts[3])
+    return session.client("secretsmanager")
+
+
 def read_secret_credentials(session: boto3.session.Session, secret_id: str, variable: str) -> Credentials:
     """Fetch {access key id, secret key} from a Secrets Manager secret's JSON."""
     try:
-        value = session.client("secretsmanager").get_secret_value(SecretId=secret_id)
+        value = secrets_client(session, secret_id).get_secret_value(SecretId=secret_id)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
         raise StartupError(f"{variable}: cannot read secret {secret_id!r}: {code}") from None
@@ -178,11 +188,25 @@ def build_clients(
     credentials: dict[str, Credentials | None] | None = None,
 ) -> Clients:
     session = session or boto3.session.Session()
+    sides = ("source", "target") if settings.target_bucket is not None else ("source",)
     if credentials is None:
-        credentials = {side: _credentials(settings, session, side) for side in ("source", "target")}
+        credentials = {side: _credentials(settings, session, side) for side in sides}
     return Clients(
         source=s3_client(settings, session, "source", credentials["source"]),
-        target=s3_client(settings, session, "target", credentials["target"]),
+        target=s3_client(settings, session, "target", credentials["target"]) if "target" in sides else None,
         session=session,
+        credentials=credentials,
+    )
+
+
+def clients_for_target(target_settings: Settings, clients: Clients) -> Clients:
+    """`clients` with the S3 target of `target_settings` (Settings.for_target), its keys read
+    as those settings say; the source's client and keys are reused."""
+    credentials = dict(clients.credentials)
+    credentials["target"] = _credentials(target_settings, clients.session, "target")
+    return Clients(
+        source=clients.source,
+        target=s3_client(target_settings, clients.session, "target", credentials["target"]),
+        session=clients.session,
         credentials=credentials,
     )

@@ -348,7 +348,8 @@ class LeanS3:
                 result[field] = headers[name]
         return result, data
 
-    def put_object(self, key: str, body: bytes, metadata: dict[str, str], **params: Any) -> None:
+    def put_object(self, key: str, body: bytes, metadata: dict[str, str], **params: Any) -> str | None:
+        """PutObject; returns the ETag the answer names."""
         headers = {"Content-Length": str(len(body))}
         for param, value in params.items():
             if param not in _REQUEST_HEADERS:
@@ -356,12 +357,19 @@ class LeanS3:
             headers[_REQUEST_HEADERS[param]] = _expires_text(value) if param == "Expires" else str(value)
         for name, value in metadata.items():
             headers[f"x-amz-meta-{name}"] = value
-        self._send("PUT", key, headers, body, "PutObject")
+        return self._send("PUT", key, headers, body, "PutObject").headers.get("etag")
 
     def _range_response(
-        self, key: str, start: int, length: int, version_id: str | None, if_match: str | None
+        self,
+        key: str,
+        start: int,
+        length: int,
+        version_id: str | None,
+        if_match: str | None,
+        shorter: bool = False,
     ) -> http.client.HTTPResponse:
-        """A ranged GET answered with exactly `length` bytes to come (the caller reads them)."""
+        """A ranged GET answered with exactly `length` bytes to come (the caller reads them), or
+        with fewer when `shorter` allows it and the object ends first (a 206 for what is left)."""
         headers = {"Range": f"bytes={start}-{start + length - 1}"}
         if if_match:
             headers["If-Match"] = if_match
@@ -370,7 +378,8 @@ class LeanS3:
         try:
             if response.status >= 300:
                 self._raise(_Response(response.status, response.reason, {}, response.read()), "GetObject")
-            if response.length is not None and response.length != length:
+            answered, ends_first = response.length, shorter and response.status == 206
+            if answered is not None and (answered > length or (answered < length and not ends_first)):
                 # A store that ignored the Range header: not a body to read as this range.
                 raise http.client.HTTPException(
                     f"asked for {length} bytes of {key!r}, the answer holds {response.length}"
@@ -384,8 +393,11 @@ class LeanS3:
         self, key: str, start: int, length: int, version_id: str | None = None, if_match: str | None = None
     ) -> bytearray:
         """Bytes start..start+length-1 of the object, read straight into one buffer (boto3 reads a
-        part in chunks and joins them: another copy of every byte)."""
-        response = self._range_response(key, start, length, version_id, if_match)
+        part in chunks and joins them: another copy of every byte); fewer when the object ends
+        first, as boto3 gives them."""
+        response = self._range_response(key, start, length, version_id, if_match, shorter=True)
+        if response.length is not None:
+            length = min(length, response.length)
         try:
             buffer = bytearray(length)
             view = memoryview(buffer)

@@ -40,6 +40,9 @@ class ReplicationMessage(BaseModel):
     # How often a worker stopped this key's copy and put the message back as a fresh one
     # (shutdown, the 12-hour lease cap); absent from the body while zero.
     interruptions: int = Field(default=0, ge=0)
+    # The targets still to reconcile the key on, by name; absent: every target. A target that
+    # failed while others succeeded goes on in a message of its own (see the worker).
+    targets: tuple[str, ...] | None = Field(default=None, min_length=1)
 
     @field_validator("key")
     @classmethod
@@ -50,7 +53,9 @@ class ReplicationMessage(BaseModel):
 
     @property
     def group_id(self) -> str:
-        """FIFO group: one per key, so a key is never worked on twice at once."""
+        """FIFO group: one per key, so a key is never worked on twice at once, whichever
+        targets a message names (two workers on one key could delete a copy just rewritten, or
+        write an older version over a newer one)."""
         return message_group_id(self.bucket, self.key)
 
     @property
@@ -75,6 +80,10 @@ class ReplicationMessage(BaseModel):
         return self.model_dump_json(
             exclude_none=True, exclude={"interruptions"} if not self.interruptions else None
         )
+
+    def for_targets(self, names: tuple[str, ...]) -> ReplicationMessage:
+        """The same message for these targets only (a fresh start: no interruptions)."""
+        return self.model_copy(update={"targets": tuple(sorted(names)), "interruptions": 0})
 
     def interrupted(self) -> ReplicationMessage:
         """The same message, counting one more interruption (for a fresh copy on the queue)."""

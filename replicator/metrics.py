@@ -24,6 +24,9 @@ log = get_logger("metrics")
 NAMESPACE = "LyveReplicator"
 DIMENSION = "Queue"
 REASON_DIMENSION = "Reason"
+TARGET_DIMENSION = "Target"
+# What each target reports on its own (dimensions Queue, Target): its progress and its failures.
+TARGET_METRICS = ("ObjectsReplicated", "BytesReplicated", "ObjectsDeleted", "Failures")
 PERMANENT_FAILURES = "PermanentFailures"
 SOURCE_BUCKET_MISSING = "SourceBucketMissing"
 MAX_VALUES = 100  # EMF: at most 100 values in one metric array
@@ -53,29 +56,41 @@ class ReplicationMetrics:
         self.counts: Counter[str] = Counter()
         self.permanent: Counter[str] = Counter()
         self.latencies: list[float] = []
+        self.targets: dict[str, Counter[str]] = {}
+        self.target_latencies: dict[str, list[float]] = {}
 
-    def reconciled(self, result: ReconcileResult, latency: float | None) -> None:
+    def reconciled(self, result: ReconcileResult, latency: float | None, target: str | None = None) -> None:
+        """One key reconciled (on `target`, when the deployment names its targets)."""
         with self._lock:
-            if result.outcome is Outcome.COPIED:
-                self.counts["ObjectsReplicated"] += 1
-                self.counts["BytesReplicated"] += result.size
-            elif result.outcome is Outcome.DELETED:
-                self.counts["ObjectsDeleted"] += 1
-            elif result.outcome is Outcome.METADATA_UPDATED:
-                self.counts["MetadataUpdated"] += 1
-            else:
-                self.counts["ObjectsUnchanged"] += 1
+            counts = [self.counts] + ([self.targets.setdefault(target, Counter())] if target else [])
+            for counter in counts:
+                if result.outcome is Outcome.COPIED:
+                    counter["ObjectsReplicated"] += 1
+                    counter["BytesReplicated"] += result.size
+                elif result.outcome is Outcome.DELETED:
+                    counter["ObjectsDeleted"] += 1
+                elif result.outcome is Outcome.METADATA_UPDATED:
+                    counter["MetadataUpdated"] += 1
+                else:
+                    counter["ObjectsUnchanged"] += 1
             if latency is not None:
                 self.latencies.append(round(latency, 3))
+                if target:
+                    self.target_latencies.setdefault(target, []).append(round(latency, 3))
 
-    def failure(self) -> None:
-        self.count("Failures")
+    def failure(self, target: str | None = None) -> None:
+        with self._lock:
+            self.counts["Failures"] += 1
+            if target:
+                self.targets.setdefault(target, Counter())["Failures"] += 1
 
-    def permanent_failure(self, reason: str) -> None:
+    def permanent_failure(self, reason: str, target: str | None = None) -> None:
         """A key that cannot be replicated as it is (sent to the DLQ at once); also a failure."""
         with self._lock:
             self.counts["Failures"] += 1
             self.permanent[reason] += 1
+            if target:
+                self.targets.setdefault(target, Counter())["Failures"] += 1
 
     def count(self, name: str, amount: int = 1) -> None:
         if name not in UNITS:
@@ -110,6 +125,16 @@ class ReplicationMetrics:
             values["ReplicationLatency"] = latencies[::step][:MAX_VALUES]
         return self._document({DIMENSION: self.queue_name}, values, now_ms)
 
+    def emf_target(
+        self, target: str, counts: Counter[str], latencies: list[float], now_ms: int | None = None
+    ) -> dict[str, Any]:
+        """One target's own figures (dimensions Queue, Target)."""
+        values: dict[str, Any] = {name: counts.get(name, 0) for name in TARGET_METRICS}
+        if latencies:
+            step = max(1, len(latencies) // MAX_VALUES)
+            values["ReplicationLatency"] = latencies[::step][:MAX_VALUES]
+        return self._document({DIMENSION: self.queue_name, TARGET_DIMENSION: target}, values, now_ms)
+
     def emf_permanent(self, reason: str, count: int, now_ms: int | None = None) -> dict[str, Any]:
         """`PermanentFailures` for one reason (unstorable_key, archived, encrypted, ...)."""
         return self._document(
@@ -123,9 +148,15 @@ class ReplicationMetrics:
             counts, self.counts = self.counts, Counter()
             permanent, self.permanent = self.permanent, Counter()
             latencies, self.latencies = self.latencies, []
+            targets, self.targets = self.targets, {}
+            target_latencies, self.target_latencies = self.target_latencies, {}
         documents = []
         if counts or latencies:
             documents.append(self.emf(counts, latencies))
+        documents += [
+            self.emf_target(name, targets.get(name, Counter()), target_latencies.get(name, []))
+            for name in sorted(set(targets) | set(target_latencies))
+        ]
         documents += [self.emf_permanent(reason, count) for reason, count in sorted(permanent.items())]
         for document in documents:
             log.info("replication_metrics", **document)

@@ -3,12 +3,17 @@ unreachable endpoint stop the program with one clear line instead of failing eve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from replicator.clients import Endpoint
 from replicator.errors import StartupError, error_code
+from replicator.logs import get_logger
+from replicator.stores.base import StoreAccessError, StoreMissingError, StoreUnavailableError
+
+log = get_logger("startup")
 
 
 def check_bucket(endpoint: Endpoint) -> None:
@@ -38,6 +43,28 @@ def check_queue(sqs: Any, queue_url: str) -> None:
         raise StartupError(f"QUEUE_URL {queue_url}: unreachable ({type(exc).__name__})") from None
 
 
-def check_endpoints(source: Endpoint, target: Endpoint) -> None:
-    check_bucket(target)
+def check_endpoints(source: Endpoint, targets: Mapping[str, Any]) -> None:
+    """Each target's bucket or container (a Target's `check()`), then the source's bucket.
+
+    One target: any trouble stops the program (StartupError). Several: a target that fails its
+    check is logged and the program starts for the others (one target down or misconfigured
+    must not hold up the rest; its keys go to the DLQ or back off, by name); only when every
+    target fails does the program stop."""
+    failures: list[StartupError] = []
+    for name, target in targets.items():
+        check = getattr(target, "check", None)
+        if check is None:
+            continue
+        try:
+            try:
+                check()
+            except (StoreAccessError, StoreMissingError, StoreUnavailableError) as exc:
+                raise StartupError(f"target {name}: {exc}") from None
+        except StartupError as exc:
+            if len(targets) == 1:
+                raise
+            log.error("target_check_failed", target=name, error=str(exc), then="starting for the others")
+            failures.append(exc)
+    if failures and len(failures) == len(targets):
+        raise failures[0]
     check_bucket(source)

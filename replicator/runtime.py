@@ -13,6 +13,8 @@ from replicator.errors import StartupError
 from replicator.logs import configure_logging, get_logger
 from replicator.preflight import check_endpoints
 from replicator.settings import ConfigError, Settings, load_settings
+from replicator.target_builder import build_targets
+from replicator.targets import Target
 from replicator.transfer import TransferEngine
 
 EXIT_CONFIG = 2
@@ -25,7 +27,14 @@ log = get_logger("startup")
 class Runtime:
     settings: Settings
     clients: Clients
+    # Reads the source (and, with one S3 target, copies to it).
     engine: TransferEngine
+    targets: dict[str, Target]
+
+    def close(self) -> None:
+        self.engine.close()
+        for target in self.targets.values():
+            target.close()
 
 
 def start(reverse: bool = False, needs_queue: bool = False) -> Runtime | int:
@@ -43,11 +52,12 @@ def start(reverse: bool = False, needs_queue: bool = False) -> Runtime | int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         clients = build_clients(settings)
-        check_endpoints(clients.source, clients.target)
+        targets, reader = build_targets(settings, clients)
+        check_endpoints(clients.source, targets)
     except StartupError as exc:
         log.error("startup_failed", error=str(exc))
         return EXIT_STARTUP
-    runtime = Runtime(settings, clients, TransferEngine(clients.source, clients.target, settings))
+    runtime = Runtime(settings, clients, reader, targets)
     quiet_garbage_collector()
     return runtime
 

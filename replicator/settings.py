@@ -9,7 +9,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -41,6 +51,73 @@ BucketName = Annotated[str, AfterValidator(_check_bucket)]
 EndpointUrl = Annotated[str | None, AfterValidator(_check_url)]
 ChecksumMode = Literal["when_required", "when_supported"]
 AddressingStyle = Literal["path", "virtual", "auto"]
+
+
+# A target's name: in logs, metric dimensions, queue messages and DLQ attributes.
+TargetName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+MAX_TARGETS = 8
+# Azure container names: 3-63 characters, a-z 0-9 and single hyphens inside.
+_CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+class S3TargetConfig(BaseModel):
+    """An S3-compatible target named in TARGETS: Lyve Cloud, OCI, Wasabi, MinIO, AWS S3. Its
+    fields are those of the single-target TARGET_* variables, without the prefix."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["s3"]
+    bucket: BucketName
+    endpoint_url: EndpointUrl = None
+    region: str = "us-east-1"
+    secret_id: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    default_credentials: bool = False
+    addressing_style: AddressingStyle = "path"
+    checksum_mode: ChecksumMode = "when_required"
+
+    @model_validator(mode="after")
+    def _credentials(self) -> S3TargetConfig:
+        if self.endpoint_url is None and not self.default_credentials:
+            raise ValueError("endpoint_url: required (the Lyve Cloud or S3-compatible endpoint)")
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key go together")
+        if self.secret_id is None and self.access_key_id is None and not self.default_credentials:
+            raise ValueError("secret_id: required (or access_key_id + secret_access_key)")
+        return self
+
+
+class AzureTargetConfig(BaseModel):
+    """An Azure Blob Storage container named in TARGETS. Credentials: a Secrets Manager secret
+    (JSON: {"connection_string"} or {"account_name", "account_key"}), or a connection string
+    given directly (local runs)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["azure"]
+    container: str
+    account_url: EndpointUrl = None
+    secret_id: str | None = None
+    connection_string: SecretStr | None = None
+
+    @field_validator("container")
+    @classmethod
+    def _check_container(cls, name: str) -> str:
+        if not _CONTAINER_RE.match(name):
+            raise ValueError(
+                f"{name!r} is not a valid Azure container name (3-63 chars: a-z, 0-9, single '-' inside)"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _credentials(self) -> AzureTargetConfig:
+        if (self.secret_id is None) == (self.connection_string is None):
+            raise ValueError("give secret_id or connection_string (one of them)")
+        return self
+
+
+TargetConfig = Annotated[S3TargetConfig | AzureTargetConfig, Field(discriminator="type")]
 
 
 class ConfigError(Exception):
@@ -83,8 +160,9 @@ class Settings(OpsSettings):
     source_addressing_style: AddressingStyle = "auto"
     source_checksum_mode: ChecksumMode = "when_required"
 
-    # Target: Lyve Cloud or any S3-compatible endpoint.
-    target_bucket: BucketName
+    # One target: Lyve Cloud or any S3-compatible endpoint, named TARGET_NAME ...
+    target_name: TargetName = "lyve"
+    target_bucket: BucketName | None = None
     target_endpoint_url: EndpointUrl = None
     target_region: str = "us-east-1"
     target_secret_id: str | None = None
@@ -96,6 +174,10 @@ class Settings(OpsSettings):
     target_addressing_style: AddressingStyle = "path"
     # boto3 >= 1.36 sends CRC checksums by default; many S3-compatible stores reject them.
     target_checksum_mode: ChecksumMode = "when_required"
+
+    # ... or several, by name: a JSON object {name: {"type": "s3" | "azure", ...}} (S3TargetConfig,
+    # AzureTargetConfig). Each converges to the source on its own.
+    targets: dict[TargetName, TargetConfig] | None = None
 
     allow_http_endpoints: bool = False
 
@@ -149,15 +231,58 @@ class Settings(OpsSettings):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
-        if self.target_endpoint_url is None and not self.target_default_credentials:
+        if self.targets is not None:
+            self._check_targets()
+        elif self.target_bucket is None:
+            raise ValueError("TARGET_BUCKET: required (or name the targets in TARGETS)")
+        # The source's checks, and the single target's where there is one, in this order.
+        self._check_ends(("source", "target") if self.targets is None else ("source",))
+        self._check_tuning()
+        return self
+
+    def _check_targets(self) -> None:
+        assert self.targets is not None
+        single = {
+            "TARGET_BUCKET": self.target_bucket,
+            "TARGET_ENDPOINT_URL": self.target_endpoint_url,
+            "TARGET_SECRET_ID": self.target_secret_id,
+            "TARGET_ACCESS_KEY_ID": self.target_access_key_id,
+            "TARGET_SECRET_ACCESS_KEY": self.target_secret_access_key,
+            "TARGET_DEFAULT_CREDENTIALS": self.target_default_credentials or None,
+        }
+        given = [name for name, value in single.items() if value is not None]
+        if given:
+            raise ValueError(f"TARGETS: name every target there; unset {', '.join(given)}")
+        if not self.targets:
+            raise ValueError("TARGETS: names no target")
+        if len(self.targets) > MAX_TARGETS:
+            raise ValueError(f"TARGETS: at most {MAX_TARGETS} targets")
+        places: dict[tuple[str, ...], str] = {}
+        for name, config in self.targets.items():
+            place = (
+                ("s3", config.endpoint_url or "aws", config.bucket)
+                if isinstance(config, S3TargetConfig)
+                else ("azure", config.account_url or config.secret_id or "", config.container)
+            )
+            if place in places:
+                raise ValueError(f"TARGETS: {name} and {places[place]} name the same bucket or container")
+            places[place] = name
+            url = config.endpoint_url if isinstance(config, S3TargetConfig) else config.account_url
+            if url and url.startswith("http://") and not self.allow_http_endpoints:
+                raise ValueError(
+                    f"TARGETS: {name}: {url} is plain http; use https or set ALLOW_HTTP_ENDPOINTS=true"
+                )
+
+    def _check_ends(self, sides: tuple[str, ...]) -> None:
+        if "target" in sides and self.target_endpoint_url is None and not self.target_default_credentials:
             raise ValueError("TARGET_ENDPOINT_URL: required (the Lyve Cloud or S3-compatible endpoint)")
-        for name in ("source_endpoint_url", "target_endpoint_url"):
+        for name in (f"{side}_endpoint_url" for side in sides):
             url = getattr(self, name)
             if url and url.startswith("http://") and not self.allow_http_endpoints:
                 raise ValueError(
                     f"{name.upper()}: {url} is plain http; use https or set ALLOW_HTTP_ENDPOINTS=true"
                 )
-        for side in ("source", "target"):
+        for side in sides:
             key_id = getattr(self, f"{side}_access_key_id")
             secret = getattr(self, f"{side}_secret_access_key")
             if (key_id is None) != (secret is None):
@@ -165,13 +290,16 @@ class Settings(OpsSettings):
                     f"{side.upper()}_ACCESS_KEY_ID and {side.upper()}_SECRET_ACCESS_KEY go together"
                 )
         if (
-            self.target_secret_id is None
+            "target" in sides
+            and self.target_secret_id is None
             and self.target_access_key_id is None
             and not self.target_default_credentials
         ):
             raise ValueError(
                 "TARGET_SECRET_ID: required (or TARGET_ACCESS_KEY_ID + TARGET_SECRET_ACCESS_KEY)"
             )
+
+    def _check_tuning(self) -> None:
         if self.multipart_threshold_mib > 5 * 1024:
             raise ValueError("MULTIPART_THRESHOLD_MIB: at most 5120 (a single PUT is limited to 5 GiB)")
         if self.max_buffer_mib < self.part_size_mib:
@@ -193,7 +321,56 @@ class Settings(OpsSettings):
                 f"MAX_LEASE_SECONDS: at most 43200 - VISIBILITY_TIMEOUT_SECONDS "
                 f"({_SQS_MAX_VISIBILITY_SECONDS - self.visibility_timeout_seconds})"
             )
-        return self
+
+    # -- targets --------------------------------------------------------------------------------
+
+    def target_configs(self) -> dict[str, S3TargetConfig | AzureTargetConfig]:
+        """Every target by name; the single TARGET_* target under TARGET_NAME."""
+        if self.targets is not None:
+            return dict(self.targets)
+        assert self.target_bucket is not None
+        return {
+            self.target_name: S3TargetConfig(
+                type="s3",
+                bucket=self.target_bucket,
+                endpoint_url=self.target_endpoint_url,
+                region=self.target_region,
+                secret_id=self.target_secret_id,
+                access_key_id=self.target_access_key_id,
+                secret_access_key=self.target_secret_access_key,
+                default_credentials=self.target_default_credentials,
+                addressing_style=self.target_addressing_style,
+                checksum_mode=self.target_checksum_mode,
+            )
+        }
+
+    @property
+    def target_names(self) -> list[str]:
+        return list(self.targets) if self.targets is not None else [self.target_name]
+
+    def for_target(self, name: str) -> Settings:
+        """These settings with the S3 target `name` as the single TARGET_* target: what the copy
+        engine, the clients and migrate's S3 path read. Validated already, as part of TARGETS."""
+        config = self.target_configs().get(name)
+        if not isinstance(config, S3TargetConfig):
+            raise ConfigError(f"configuration error: {name!r} is not an S3 target of this deployment")
+        if self.targets is None:
+            return self
+        return self.model_copy(
+            update={
+                "targets": None,
+                "target_name": name,
+                "target_bucket": config.bucket,
+                "target_endpoint_url": config.endpoint_url,
+                "target_region": config.region,
+                "target_secret_id": config.secret_id,
+                "target_access_key_id": config.access_key_id,
+                "target_secret_access_key": config.secret_access_key,
+                "target_default_credentials": config.default_credentials,
+                "target_addressing_style": config.addressing_style,
+                "target_checksum_mode": config.checksum_mode,
+            }
+        )
 
     @property
     def part_size(self) -> int:
@@ -209,6 +386,8 @@ class Settings(OpsSettings):
 
     def swapped(self) -> Settings:
         """The same settings with source and target exchanged (migrate --reverse)."""
+        if self.targets is not None:
+            raise ConfigError("configuration error: --reverse takes the single TARGET_* target, not TARGETS")
         data = {
             k: (v.get_secret_value() if isinstance(v, SecretStr) else v) for k, v in self.model_dump().items()
         }
@@ -258,6 +437,10 @@ def _describe(error: ValidationError) -> str:
         name = loc[0].upper()
         if item["type"] == "missing":
             message = "required"
+        if name == "TARGETS" and len(loc) > 1:
+            # ('targets', <name>, <type tag>, <field>): name the target and the field.
+            inner = [part for i, part in enumerate(loc[1:]) if not (i == 1 and part in ("s3", "azure"))]
+            name = f"TARGETS: {'.'.join(inner)}"
         lines.append(f"{name}: {message}")
     return "; ".join(lines)
 

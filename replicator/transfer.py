@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import http.client
 import json
 import math
 import re
@@ -42,7 +41,6 @@ from replicator.errors import (
     CancelledError,
     CopyError,
     IntegrityError,
-    RetryPolicy,
     SourceChangedError,
     describe,
     error_code,
@@ -51,21 +49,26 @@ from replicator.errors import (
     request_retrying,
     source_refusal,
 )
-from replicator.lean_s3 import STREAM_CHUNK, LeanUnsupported, lean_path
+from replicator.lean_s3 import STREAM_CHUNK, LeanS3, LeanUnsupported
 from replicator.logs import get_logger
 from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo, clean_etag, target_matches
 from replicator.settings import MIB, Settings
+from replicator.stores.s3 import (
+    MAX_OBJECT_SIZE,
+    MAX_PART_SIZE,
+    MAX_PARTS,
+    MAX_SINGLE_PUT,  # noqa: F401  # S3's limits live with the store; still named here
+    MIN_PART_SIZE,
+    S3Store,
+    md5_base64,
+)
+from replicator.stores.s3 import unless_cancelled as _unless_cancelled
 from replicator.target_rules import check_key, explain_refusal
 
 log = get_logger(__name__)
 
-MIN_PART_SIZE = 5 * MIB
-MAX_PART_SIZE = 4 * 1024 * MIB  # Lyve Cloud's limit (AWS allows 5 GiB)
-MAX_PARTS = 10_000
 MARKER_PART = MAX_PARTS  # the resume marker's part number
 MAX_DATA_PARTS = MAX_PARTS - 1  # our own layouts leave part 10,000 to the marker
-MAX_SINGLE_PUT = 5 * 1024 * MIB
-MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MIB
 SELF_COPY_LIMIT = 5 * 1024 * MIB  # CopyObject's limit; above it, UploadPartCopy
 COPY_PART_SIZE = 1024 * MIB  # parts of a server-side multipart copy (no bytes pass through here)
 MARKER_VERSION = "replica-resume v1"
@@ -122,14 +125,6 @@ class _LargerError(Exception):
     def __init__(self, size: int) -> None:
         super().__init__(size)
         self.size = size
-
-
-class _CutShort(Exception):
-    """Reading a boto3 response body failed part-way: botocore retried the request, not the read."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(describe(error))
-        self.error = error
 
 
 def _succeeded(future: Future[Any]) -> bool:
@@ -302,41 +297,56 @@ def _acquire_unless(slots: threading.Semaphore, *stops: threading.Event) -> bool
     return True
 
 
-def _unless_cancelled(cancel: threading.Event | None, call: Callable[[], T]) -> Callable[[], T]:
-    """`call`, refused once `cancel` is set: a part told to stop makes no further attempt (its
-    lease may run out meanwhile), the one in flight only ends."""
-
-    def attempt() -> T:
-        if cancel is not None and cancel.is_set():
-            raise CancelledError("stopped between attempts")
-        return call()
-
-    return attempt
+def _no_target() -> RuntimeError:
+    return RuntimeError(
+        "this engine was built without a target (it reads the source only): it cannot copy, "
+        "update, look at or clean up anything on a target"
+    )
 
 
 class TransferEngine:
     """Copies objects from one Endpoint to another. Thread-safe; build one per process."""
 
-    def __init__(self, source: Endpoint, target: Endpoint, settings: Settings) -> None:
+    def __init__(self, source: Endpoint, target: Endpoint | None, settings: Settings) -> None:
+        """`target` None: an engine that only reads the source (read_first, for targets that are
+        not S3-compatible); nothing touches a target until something asks for it (engine.target)."""
         self.source = source
-        self.target = target
+        self._target = target
         self.settings = settings
         self.budget = ByteBudget(settings.max_buffer_bytes)
         self._chain_usable = True
         # Off once the target answers a marker part with an ETag that is not its MD5.
         self._markers_usable = settings.resume_uploads
-        self._lean_source = lean_path(source, settings)
-        self._lean_target = lean_path(target, settings)
+        # The S3 requests of either end, on the lean path or boto3 as each store decides.
+        self.source_store = S3Store(source, settings)
+        self._target_store = S3Store(target, settings) if target is not None else None
         self._parts = ThreadPoolExecutor(max_workers=settings.part_concurrency, thread_name_prefix="part")
         # Upload look-ups run here while the copy plans its layout: one per multipart copy in
         # flight (threads start only when needed).
         self._housekeeping = ThreadPoolExecutor(max_workers=32, thread_name_prefix="housekeeping")
-        # Request-level retries happen once: botocore's own for boto3 calls; this policy for
-        # what botocore does not retry (lean requests, a boto3 body cut short while reading).
+        # Request-level retries happen once: botocore's own for boto3 calls, the stores' for their
+        # lean requests, and this policy for a part streamed from one lean request into another.
         self._retry = request_retrying(settings.max_attempts)
-        self._retry_body = RetryPolicy(
-            settings.max_attempts, first_wait=0.2, max_wait=5, retryable=lambda e: isinstance(e, _CutShort)
-        )
+
+    @property
+    def target(self) -> Endpoint:
+        if self._target is None:
+            raise _no_target()
+        return self._target
+
+    @property
+    def target_store(self) -> S3Store:
+        if self._target_store is None:
+            raise _no_target()
+        return self._target_store
+
+    @property
+    def _lean_source(self) -> LeanS3 | None:
+        return self.source_store.lean
+
+    @property
+    def _lean_target(self) -> LeanS3 | None:
+        return self._target_store.lean if self._target_store is not None else None
 
     def close(self) -> None:
         self._parts.shutdown(wait=True, cancel_futures=True)
@@ -396,13 +406,9 @@ class TransferEngine:
             source = self._head_source(source.key, known=source)
         key = source.key
         if target is None or not target.complete:
-            try:
-                head = self.target.client.head_object(Bucket=self.target.bucket, Key=key)
-            except ClientError as exc:
-                if is_not_found(exc):
-                    raise SourceChangedError(f"{key!r} is no longer on the target: copy it") from exc
-                raise
-            target = ObjectInfo.from_head(key, head)
+            target = self.target_store.look(key)
+            if target is None:
+                raise SourceChangedError(f"{key!r} is no longer on the target: copy it")
         if not target_matches(source, target):
             raise SourceChangedError(f"the target's {key!r} does not hold the source's bytes: copy it")
         metadata = source.user_metadata()
@@ -493,63 +499,14 @@ class TransferEngine:
                 raise refusal from exc
             raise
 
-    def _boto_get(self, call: Callable[[], Any], max_size: int | None = None) -> tuple[Any, bytes | None]:
-        """A boto3 GetObject and its body; (response, None) when the body is longer than max_size
-        (closed unread). botocore retries the request; a body cut short is read again here."""
-
-        def attempt() -> tuple[Any, bytes | None]:
-            response = call()
-            body = response["Body"]
-            if max_size is not None and int(response["ContentLength"]) > max_size:
-                body.close()
-                return response, None
-            try:
-                return response, body.read()
-            except Exception as exc:
-                if is_retryable(exc):
-                    raise _CutShort(exc) from exc
-                raise
-
-        try:
-            return self._retry_body(attempt)
-        except _CutShort as exc:
-            raise exc.error from None
-
     def _read_range(
         self, obj: ObjectInfo, start: int, length: int, cancel: threading.Event | None = None
     ) -> bytes | bytearray:
         # Pin every read to the version we looked at: a concurrent overwrite fails the copy
         # (and the reconcile starts over) instead of mixing two versions' bytes.
         if_match = f'"{obj.etag}"' if obj.etag and not obj.version_id else None
-        lean = self._lean_source
         try:
-            if lean is not None:
-                try:
-                    return self._retry(
-                        _unless_cancelled(
-                            cancel, lambda: lean.get_range(obj.key, start, length, obj.version_id, if_match)
-                        )
-                    )
-                except LeanUnsupported as exc:
-                    self._lean_failed("source", exc)
-            args: dict[str, Any] = {
-                "Bucket": self.source.bucket,
-                "Key": obj.key,
-                "Range": f"bytes={start}-{start + length - 1}",
-            }
-            if obj.version_id:
-                args["VersionId"] = obj.version_id
-            elif if_match:
-                args["IfMatch"] = if_match
-            # A store that ignored the Range header answers the whole object: not read.
-            response, data = self._boto_get(
-                _unless_cancelled(cancel, lambda: self.source.client.get_object(**args)), length
-            )
-            if data is None:
-                raise http.client.HTTPException(
-                    f"asked for {length} bytes of {obj.key!r}, the answer holds {response['ContentLength']}"
-                )
-            return data
+            return self.source_store.get_range(obj.key, start, length, obj.version_id, if_match, cancel)
         except ClientError as exc:
             failure = self._source_failure(exc, obj, obj.key, "GetObject")
             if failure is not None:
@@ -566,30 +523,10 @@ class TransferEngine:
         cancel: threading.Event | None = None,
     ) -> str:
         """UploadPart; returns the part's ETag."""
-
-        def send() -> str:
-            lean = self._lean_target
-            if lean is not None:
-                try:
-                    return self._retry(
-                        _unless_cancelled(
-                            cancel, lambda: lean.upload_part(obj.key, upload_id, number, data, content_md5)
-                        )
-                    )
-                except LeanUnsupported as exc:
-                    self._lean_failed("target", exc)
-            integrity: dict[str, Any] = {"ContentMD5": content_md5} if content_md5 else {}
-            response = self.target.client.upload_part(
-                Bucket=self.target.bucket,
-                Key=obj.key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=data,  # type: ignore[arg-type]  # botocore takes a bytearray; the stubs say bytes
-                **integrity,
-            )
-            return response["ETag"]
-
-        return self._target_write(obj.key, send)
+        return self._target_write(
+            obj.key,
+            lambda: self.target_store.send_part(obj.key, upload_id, number, data, content_md5, cancel),
+        )
 
     def _may_replay(self, etag: str) -> bool:
         """Whether a copy could replay the source's part layout (see _source_part_size)."""
@@ -601,7 +538,7 @@ class TransferEngine:
         """HeadObject of part 1 (the object's headers plus its part layout), or None when the
         store cannot answer for a part (then a plain HEAD says why, if anything is wrong)."""
         try:
-            head = self.source.client.head_object(Bucket=self.source.bucket, Key=key, PartNumber=1)
+            head = self.source_store.head_object(key, part_number=1)
         except ClientError as exc:
             if is_not_found(exc):
                 raise SourceChangedError(f"{key!r} vanished before the copy") from exc
@@ -622,7 +559,7 @@ class TransferEngine:
             if part and match and part.first_part_size and part.parts_count in (None, int(match.group(1))):
                 return part
         try:
-            head = self.source.client.head_object(Bucket=self.source.bucket, Key=key)
+            head = self.source_store.head_object(key)
         except ClientError as exc:
             failure = self._source_failure(exc, known, key, "HeadObject")
             if failure is not None:
@@ -631,9 +568,7 @@ class TransferEngine:
         return ObjectInfo.from_head(key, head)
 
     def _lean_failed(self, side: str, exc: LeanUnsupported) -> None:
-        if exc.endpoint_wide:
-            log.info("lean_path_off", side=side, reason=str(exc))
-            setattr(self, f"_lean_{side}", None)
+        (self.source_store if side == "source" else self.target_store).lean_failed(exc)
 
     def _read_whole(
         self, listed: ObjectInfo, reserved: int | None = None, as_sent: bool = False
@@ -645,19 +580,8 @@ class TransferEngine:
         key = listed.key
         threshold_limit = self.settings.multipart_threshold - 1
         limit = threshold_limit if reserved is None else min(reserved, threshold_limit)
-        lean = self._lean_source
-        response: Any = None
-        data: bytes | None = None
         try:
-            if lean is not None:
-                try:
-                    response, data = self._retry(lambda: lean.get_object(key, max_size=limit))
-                except LeanUnsupported as exc:
-                    self._lean_failed("source", exc)
-            if response is None:
-                response, data = self._boto_get(
-                    lambda: self.source.client.get_object(Bucket=self.source.bucket, Key=key), limit
-                )
+            response, data = self.source_store.get_object(key, max_size=limit)
         except ClientError as exc:
             if as_sent:
                 raise
@@ -675,24 +599,13 @@ class TransferEngine:
 
     def _write_whole(self, obj: ObjectInfo, data: bytes, md5_hex: str) -> None:
         args = self._put_args(obj, md5_hex)
-        checksum = base64.b64encode(bytes.fromhex(md5_hex)).decode()
-
-        def send() -> None:
-            lean = self._lean_target
-            if lean is not None:
-                params = {k: v for k, v in args.items() if k not in ("Bucket", "Key", "Metadata")}
-                try:
-                    self._retry(
-                        lambda: lean.put_object(
-                            obj.key, data, args["Metadata"], ContentMD5=checksum, **params
-                        )
-                    )
-                    return
-                except LeanUnsupported as exc:
-                    self._lean_failed("target", exc)
-            self.target.client.put_object(Body=data, ContentMD5=checksum, **args)
-
-        self._target_write(obj.key, send)
+        params = {k: v for k, v in args.items() if k not in ("Bucket", "Key", "Metadata")}
+        self._target_write(
+            obj.key,
+            lambda: self.target_store.put_object(
+                obj.key, data, args["Metadata"], md5_base64(md5_hex), **params
+            ),
+        )
 
     def _copy_single(self, listed: ObjectInfo) -> tuple[ObjectInfo, str]:
         with self._whole_read(listed) as (obj, data):
@@ -1010,10 +923,8 @@ class TransferEngine:
         streaming = (
             layout.chained
             and not hashing
-            and self._lean_source is not None
-            and self._lean_target is not None
-            and self._lean_source.supports(obj.key)
-            and self._lean_target.supports(obj.key)
+            and self.source_store.lean_for(obj.key) is not None
+            and self.target_store.lean_for(obj.key) is not None
         )
         streams = threading.Semaphore(self.settings.part_concurrency)  # streamed parts queued or running
         failed = threading.Event()
@@ -1170,7 +1081,7 @@ class TransferEngine:
     ) -> None:
         """Stream one part from the source's ranged GET into UploadPart, a chunk at a time; a
         retry reads the range again. Its proof is the ETag chain, checked before completing."""
-        source, target = self._lean_source, self._lean_target
+        source, target = self.source_store.lean_for(obj.key), self.target_store.lean_for(obj.key)
         start, length = layout.start(number), layout.length(number)
         if source is None or target is None:  # turned off meanwhile by another request
             self._copy_part_whole(obj, upload_id, layout, number, progress, cancel, failed, kept_etag)
@@ -1234,16 +1145,13 @@ class TransferEngine:
         """After CompleteMultipartUpload (whose answer gave the object's ETag, `written`): the
         target must hold obj.size bytes. The size only: a target's multipart ETag follows its own
         rules (Lyve Cloud's differ), so it proves which object is there, not its bytes."""
-        try:
-            head = self.target.client.head_object(Bucket=self.target.bucket, Key=obj.key)
-        except ClientError as exc:
-            if is_not_found(exc):
-                raise SourceChangedError(f"{obj.key!r} left the target right after its upload") from exc
-            raise
-        size = int(head["ContentLength"])
+        head = self.target_store.look(obj.key)
+        if head is None:
+            raise SourceChangedError(f"{obj.key!r} left the target right after its upload")
+        size = head.size
         if size == obj.size:
             return
-        if written is None or clean_etag(head.get("ETag")) != written:
+        if written is None or head.etag != written:
             # Most likely another writer's object (a concurrent copy of a newer version); with
             # nothing to prove it is this upload's, it is not ours to delete.
             raise SourceChangedError(
@@ -1294,13 +1202,8 @@ class TransferEngine:
 
     def _target_etag(self, key: str) -> str | None:
         """The target object's ETag now; None when it is gone."""
-        try:
-            head = self.target.client.head_object(Bucket=self.target.bucket, Key=key)
-        except ClientError as exc:
-            if is_not_found(exc):
-                return None
-            raise
-        return clean_etag(head.get("ETag"))
+        head = self.target_store.look(key)
+        return head.etag if head is not None else None
 
     def _copy_in_place_by_parts(self, target: ObjectInfo, pinned: str, args: dict[str, Any]) -> None:
         """Rewrite a target object above CopyObject's limit onto itself with new headers and

@@ -30,12 +30,36 @@ resource "aws_cloudwatch_log_group" "migrate" {
 }
 
 locals {
-  # Non-secret settings shared by both task definitions (see the README's configuration table).
-  common_environment = [
-    { name = "SOURCE_BUCKET", value = var.bucket },
+  # Each named target as the tasks read it from TARGETS: its settings, and the ARN of its secret
+  # (read by the task itself, never a credential). Unset fields are left out.
+  targets_config = {
+    for name, t in var.targets : name => {
+      for field, value in {
+        type             = t.type
+        bucket           = t.bucket
+        container        = t.container
+        endpoint_url     = t.endpoint_url
+        region           = t.type == "s3" ? coalesce(t.region, "us-east-1") : null
+        addressing_style = t.addressing_style
+        account_url      = t.account_url
+        secret_id        = t.secret_arn
+      } : field => value if value != null
+    }
+  }
+
+  # The target: TARGETS with `targets`, else the single target's variables, as before.
+  target_environment = local.multi_target ? [
+    { name = "TARGETS", value = jsonencode(local.targets_config) },
+    ] : [
     { name = "TARGET_BUCKET", value = var.target_bucket },
     { name = "TARGET_ENDPOINT_URL", value = var.endpoint },
-    { name = "TARGET_REGION", value = var.target_region },
+    { name = "TARGET_REGION", value = var.target_region == null ? "us-east-1" : var.target_region },
+  ]
+
+  # Non-secret settings shared by both task definitions (see the README's configuration table).
+  common_environment = concat([
+    { name = "SOURCE_BUCKET", value = var.bucket },
+    ], local.target_environment, [
     { name = "QUEUE_URL", value = aws_sqs_queue.this.url },
     { name = "DLQ_URL", value = aws_sqs_queue.dlq.url },
     { name = "PART_SIZE_MIB", value = tostring(var.part_size_mib) },
@@ -45,7 +69,7 @@ locals {
     { name = "SHUTDOWN_DEADLINE_SECONDS", value = tostring(var.shutdown_deadline_seconds) },
     { name = "LOG_FORMAT", value = "json" },
     { name = "AWS_REGION", value = local.region },
-  ]
+  ])
 
   # The worker's own: its long poll is the queue's receive_wait_time_seconds (sqs.tf).
   worker_environment = [
@@ -53,10 +77,21 @@ locals {
   ]
 
   # Target credentials are injected by ECS from the secret's JSON keys, never as plain values.
-  target_secrets = [
+  # With `targets` none are: each task reads its targets' secrets (secret_id in TARGETS).
+  target_secrets = local.multi_target || var.secret == null ? [] : [
     { name = "TARGET_ACCESS_KEY_ID", valueFrom = "${var.secret}:access_key_id::" },
     { name = "TARGET_SECRET_ACCESS_KEY", valueFrom = "${var.secret}:secret_access_key::" },
   ]
+  container_secrets = local.multi_target ? null : local.target_secrets
+
+  # The single-target variables, for the precondition that refuses them alongside `targets`.
+  single_target_settings = {
+    secret             = var.secret
+    endpoint           = var.endpoint
+    target_bucket      = var.target_bucket
+    target_region      = var.target_region
+    secret_kms_key_arn = var.secret_kms_key_arn
+  }
 
   tmp_volume = "tmp"
 }
@@ -88,7 +123,7 @@ resource "aws_ecs_task_definition" "worker" {
     readonlyRootFilesystem = true
     stopTimeout            = local.stop_timeout
     environment            = concat(local.common_environment, local.worker_environment)
-    secrets                = local.target_secrets
+    secrets                = local.container_secrets
     mountPoints            = [{ sourceVolume = local.tmp_volume, containerPath = "/tmp", readOnly = false }]
     logConfiguration = {
       logDriver = "awslogs"
@@ -101,6 +136,19 @@ resource "aws_ecs_task_definition" "worker" {
   }])
 
   tags = local.tags
+
+  lifecycle {
+    # One way of naming the target or the other, never a mix: a single-target value next to
+    # `targets` would be silently ignored.
+    precondition {
+      condition     = !local.multi_target || alltrue([for value in values(local.single_target_settings) : value == null])
+      error_message = "With `targets` set, leave the single-target variables unset (each target carries its own secret_arn, endpoint_url, bucket, region and secret_kms_key_arn); set now: ${join(", ", [for name, value in local.single_target_settings : name if value != null])}."
+    }
+    precondition {
+      condition     = local.multi_target || (var.secret != null && var.endpoint != null && var.target_bucket != null)
+      error_message = "Without `targets`, secret, endpoint and target_bucket are required; missing: ${join(", ", [for name in ["secret", "endpoint", "target_bucket"] : name if local.single_target_settings[name] == null])}."
+    }
+  }
 }
 
 resource "aws_ecs_task_definition" "migrate" {
@@ -135,7 +183,7 @@ resource "aws_ecs_task_definition" "migrate" {
     readonlyRootFilesystem = true
     stopTimeout            = 120
     environment            = local.common_environment
-    secrets                = local.target_secrets
+    secrets                = local.container_secrets
     mountPoints            = [{ sourceVolume = local.tmp_volume, containerPath = "/tmp", readOnly = false }]
     logConfiguration = {
       logDriver = "awslogs"

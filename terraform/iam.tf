@@ -88,16 +88,20 @@ data "aws_iam_policy_document" "execution" {
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
     resources = ["${aws_cloudwatch_log_group.worker.arn}:*", "${aws_cloudwatch_log_group.migrate.arn}:*"]
   }
-  statement {
-    sid       = "TargetCredentials"
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = [var.secret]
+  # The single target's secret, which ECS injects; with `targets` the tasks read theirs (task role).
+  dynamic "statement" {
+    for_each = local.multi_target || var.secret == null ? [] : [var.secret]
+    content {
+      sid       = "TargetCredentials"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = [statement.value]
+    }
   }
 
   # A secret encrypted with a customer-managed key: ECS decrypts it with this role, through
   # Secrets Manager in the secret's own region only.
   dynamic "statement" {
-    for_each = var.secret_kms_key_arn == null ? [] : [var.secret_kms_key_arn]
+    for_each = var.secret_kms_key_arn == null || local.secret_region == null ? [] : [var.secret_kms_key_arn]
     content {
       sid       = "DecryptTargetCredentials"
       actions   = ["kms:Decrypt"]
@@ -169,6 +173,32 @@ data "aws_iam_policy_document" "task" {
         test     = "StringEquals"
         variable = "kms:ViaService"
         values   = ["s3.${data.aws_s3_bucket.source.region}.amazonaws.com"]
+      }
+    }
+  }
+
+  # `targets`: each task reads its targets' secrets itself (secret_id in TARGETS), exactly these.
+  dynamic "statement" {
+    for_each = local.multi_target ? [local.target_secret_arns] : []
+    content {
+      sid       = "TargetCredentials"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = statement.value
+    }
+  }
+
+  # Target secrets under customer-managed keys: decrypted through Secrets Manager in the secret's
+  # own region only, as the execution role does for the single target's secret.
+  dynamic "statement" {
+    for_each = local.target_secret_keys_by_region
+    content {
+      sid       = "DecryptTargetCredentials${join("", [for part in split("-", statement.key) : title(part)])}"
+      actions   = ["kms:Decrypt"]
+      resources = statement.value
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["secretsmanager.${statement.key}.amazonaws.com"]
       }
     }
   }

@@ -70,6 +70,31 @@ locals {
       }
     },
   ], 0, local.drift_repair_enabled ? 2 : 0)
+
+  # `targets`: the worker publishes its replication metrics once more per target, with the
+  # dimensions {Queue, Target}.
+  target_names = sort(keys(var.targets))
+  target_widgets = slice([
+    {
+      type = "metric", x = 0, y = 30, width = 12, height = 6
+      properties = {
+        title   = "By target: objects replicated and failures"
+        region  = local.region
+        stat    = "Sum"
+        period  = 60
+        metrics = [for pair in setproduct(local.target_names, ["ObjectsReplicated", "Failures"]) : concat([local.metrics_namespace, pair[1]], local.emf_dimension, ["Target", pair[0]])]
+      }
+    },
+    {
+      type = "metric", x = 12, y = 30, width = 12, height = 6
+      properties = {
+        title   = "By target: replication latency p99, event to target (s)"
+        region  = local.region
+        period  = 60
+        metrics = [for name in local.target_names : concat([local.metrics_namespace, "ReplicationLatency"], local.emf_dimension, ["Target", name], [{ stat = "p99" }])]
+      }
+    },
+  ], 0, local.multi_target ? 2 : 0)
 }
 
 resource "aws_cloudwatch_dashboard" "this" {
@@ -184,7 +209,7 @@ resource "aws_cloudwatch_dashboard" "this" {
           ]
         }
       },
-    ], local.drift_repair_widgets)
+    ], local.drift_repair_widgets, local.target_widgets)
   })
 }
 
@@ -293,6 +318,26 @@ resource "aws_cloudwatch_metric_alarm" "source_bucket_missing" {
   threshold           = 0
   treat_missing_data  = "notBreaching"
   alarm_actions       = local.alarm_actions
+}
+
+# `targets`: one alarm per target, so that a target that fails while the others replicate is
+# seen (the dead-letter queue alarm says which messages, not which target).
+resource "aws_cloudwatch_metric_alarm" "target_failures" {
+  for_each            = var.targets
+  alarm_name          = "${var.name}-failures-${each.key}"
+  alarm_description   = "Replication to target ${each.key} (${each.value.type}) failed in the last 5 minutes (Failures, dimensions Queue and Target); failed messages are retried, then dead-lettered. See the worker log group for target ${each.key}"
+  namespace           = local.metrics_namespace
+  metric_name         = "Failures"
+  dimensions          = { Queue = aws_sqs_queue.this.name, Target = each.key }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.tags
 }
 
 ################################################################################

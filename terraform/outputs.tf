@@ -74,13 +74,18 @@ output "source_bucket" {
 }
 
 output "target_bucket" {
-  description = "The bucket on the target endpoint."
+  description = "The bucket on the target endpoint (null with `targets`: see the targets output)."
   value       = var.target_bucket
 }
 
 output "target_endpoint" {
-  description = "The target endpoint."
+  description = "The target endpoint (null with `targets`: see the targets output)."
   value       = var.endpoint
+}
+
+output "targets" {
+  description = "The named targets as the worker and migration tasks get them in TARGETS (type, bucket or container, endpoint, region, secret ARN as secret_id); empty without `targets`."
+  value       = local.targets_config
 }
 
 output "event_delivery" {

@@ -76,7 +76,7 @@ resource "aws_scheduler_schedule" "drift_repair" {
   count       = local.drift_repair_shards
   name        = "${var.name}-drift-repair-${count.index}"
   group_name  = aws_scheduler_schedule_group.drift_repair[0].name
-  description = "Check and repair ${var.bucket} -> ${var.target_bucket}, shard ${count.index} of ${var.drift_repair.shards}"
+  description = "Check and repair ${var.bucket} -> ${local.target_summary}, shard ${count.index} of ${var.drift_repair.shards}"
   state       = "ENABLED"
 
   schedule_expression          = var.drift_repair.schedule

@@ -13,37 +13,40 @@ variable "bucket" {
 }
 
 variable "secret" {
-  description = "ARN of the Secrets Manager secret holding the target credentials as JSON: {\"access_key_id\": \"...\", \"secret_access_key\": \"...\"}."
+  description = "ARN of the Secrets Manager secret holding the target credentials as JSON: {\"access_key_id\": \"...\", \"secret_access_key\": \"...\"}. Required without `targets`; leave unset with `targets` (each target names its own secret)."
   type        = string
+  default     = null
 
   validation {
-    condition     = can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", var.secret))
+    condition     = var.secret == null || can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", var.secret))
     error_message = "secret must be the full ARN of a Secrets Manager secret (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)."
   }
 }
 
 variable "endpoint" {
-  description = "HTTPS endpoint of the target: Lyve Cloud (e.g. https://s3.us-east-1.lyvecloud.seagate.com) or any S3-compatible store."
+  description = "HTTPS endpoint of the target: Lyve Cloud (e.g. https://s3.us-east-1.lyvecloud.seagate.com) or any S3-compatible store. Required without `targets`; leave unset with `targets`."
   type        = string
+  default     = null
 
   validation {
-    condition     = can(regex("^https://[^/\\s]+", var.endpoint))
+    condition     = var.endpoint == null || can(regex("^https://[^/\\s]+", var.endpoint))
     error_message = "endpoint must be an https:// URL."
   }
 }
 
 variable "target_bucket" {
-  description = "Name of the existing bucket on the target endpoint that receives the replica."
+  description = "Name of the existing bucket on the target endpoint that receives the replica. Required without `targets`; leave unset with `targets`."
   type        = string
+  default     = null
 
   validation {
-    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.target_bucket))
+    condition     = var.target_bucket == null || can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.target_bucket))
     error_message = "target_bucket must be a valid bucket name: 3-63 characters of a-z, 0-9, '.' and '-'."
   }
 }
 
 variable "secret_kms_key_arn" {
-  description = "ARN of the customer-managed KMS key that encrypts the `secret` (null: the AWS-managed key aws/secretsmanager, which needs no grant). ECS reads the secret with the task execution role, which is then allowed kms:Decrypt on this key through Secrets Manager only."
+  description = "ARN of the customer-managed KMS key that encrypts the `secret` (null: the AWS-managed key aws/secretsmanager, which needs no grant). ECS reads the secret with the task execution role, which is then allowed kms:Decrypt on this key through Secrets Manager only. Leave unset with `targets`: each target's `secret_kms_key_arn` says it there."
   type        = string
   default     = null
 
@@ -65,9 +68,103 @@ variable "source_kms_key_arns" {
 }
 
 variable "target_region" {
-  description = "Region the target endpoint signs requests for (Lyve Cloud: the region in the endpoint name)."
+  description = "Region the target endpoint signs requests for (Lyve Cloud: the region in the endpoint name); null: us-east-1. Leave unset with `targets`."
   type        = string
-  default     = "us-east-1"
+  # null rather than "us-east-1", so that a value set alongside `targets` can be told apart and refused.
+  default = null
+}
+
+################################################################################
+# Several named targets (instead of the single target above)
+################################################################################
+
+variable "targets" {
+  description = "Named targets the bucket is replicated to, instead of the single target of `secret`, `endpoint`, `target_bucket` and `target_region` (which must then be left unset). Each: `type` \"s3\" (an S3-compatible store such as Lyve Cloud: `bucket`, `endpoint_url` (https), `region` (null: us-east-1), `addressing_style` path|virtual|auto (null: the client's choice)) or \"azure\" (Azure Blob Storage: `container`, `account_url` (https, null: from the secret)); `secret_arn`: the Secrets Manager secret holding the credentials as JSON, {\"access_key_id\": \"...\", \"secret_access_key\": \"...\"} for s3 and {\"connection_string\": \"...\"} or {\"account_name\": \"...\", \"account_key\": \"...\"} for azure; `secret_kms_key_arn`: the customer-managed KMS key of that secret (null: aws/secretsmanager). The worker and migration tasks get them as one environment variable, TARGETS (JSON, `secret_id` = the secret's ARN), read the secrets themselves (the task role may read exactly these) and publish their metrics per target too (a `Failures` alarm each). At most 8; names of 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit (they become metric dimensions and alarm names)."
+  type = map(object({
+    type               = string
+    secret_arn         = string
+    secret_kms_key_arn = optional(string)
+    # s3
+    bucket           = optional(string)
+    endpoint_url     = optional(string)
+    region           = optional(string)
+    addressing_style = optional(string)
+    # azure
+    container   = optional(string)
+    account_url = optional(string)
+  }))
+  default  = {}
+  nullable = false
+
+  validation {
+    condition     = length(var.targets) <= 8
+    error_message = "targets holds at most 8 targets, not ${length(var.targets)}."
+  }
+
+  validation {
+    condition     = alltrue([for name in keys(var.targets) : can(regex("^[a-z0-9][a-z0-9-]{0,31}$", name))])
+    error_message = "targets: every name must be 1-32 characters of a-z, 0-9 and '-', starting with a letter or digit (^[a-z0-9][a-z0-9-]{0,31}$); not: ${join(", ", [for name in keys(var.targets) : jsonencode(name) if !can(regex("^[a-z0-9][a-z0-9-]{0,31}$", name))])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in values(var.targets) : contains(["s3", "azure"], coalesce(t.type, "-"))])
+    error_message = "targets: type must be \"s3\" or \"azure\"; not for: ${join(", ", [for name, t in var.targets : name if !contains(["s3", "azure"], coalesce(t.type, "-"))])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in values(var.targets) : can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", t.secret_arn))])
+    error_message = "targets: secret_arn must be the full ARN of a Secrets Manager secret (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME); not for: ${join(", ", [for name, t in var.targets : name if !can(regex("^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", t.secret_arn))])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in values(var.targets) : t.secret_kms_key_arn == null || can(regex("^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$", t.secret_kms_key_arn))])
+    error_message = "targets: secret_kms_key_arn must be null or a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/KEY-ID); an alias ARN cannot be granted kms:Decrypt."
+  }
+
+  validation {
+    condition = alltrue([
+      for t in values(var.targets) : t.type != "s3" || (can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", t.bucket)) && !strcontains(coalesce(t.bucket, "-"), ".."))
+    ])
+    error_message = "targets: an s3 target needs `bucket`, a valid bucket name (3-63 characters of a-z, 0-9, '.' and '-'); not for: ${join(", ", [for name, t in var.targets : name if t.type == "s3" && !(can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", t.bucket)) && !strcontains(coalesce(t.bucket, "-"), ".."))])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in values(var.targets) : t.type != "s3" || can(regex("^https://[^/\\s]+", t.endpoint_url))])
+    error_message = "targets: an s3 target needs `endpoint_url`, an https:// URL; not for: ${join(", ", [for name, t in var.targets : name if t.type == "s3" && !can(regex("^https://[^/\\s]+", t.endpoint_url))])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in values(var.targets) : t.addressing_style == null || contains(["path", "virtual", "auto"], coalesce(t.addressing_style, "-"))])
+    error_message = "targets: addressing_style must be null, \"path\", \"virtual\" or \"auto\"."
+  }
+
+  validation {
+    condition     = alltrue([for t in values(var.targets) : t.type != "s3" || (t.container == null && t.account_url == null)])
+    error_message = "targets: an s3 target takes `bucket` and `endpoint_url`, not the azure fields `container` or `account_url`; for: ${join(", ", [for name, t in var.targets : name if t.type == "s3" && (t.container != null || t.account_url != null)])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in values(var.targets) : t.type != "azure" || t.bucket == null])
+    error_message = "targets: an azure target takes a `container`, not a `bucket`; for: ${join(", ", [for name, t in var.targets : name if t.type == "azure" && t.bucket != null])}."
+  }
+
+  # Azure container names: 3-63 characters of a-z and 0-9, single hyphens between them.
+  validation {
+    condition = alltrue([
+      for t in values(var.targets) : t.type != "azure" || (can(regex("^[a-z0-9]+(-[a-z0-9]+)*$", t.container)) && length(coalesce(t.container, "-")) >= 3 && length(coalesce(t.container, "-")) <= 63)
+    ])
+    error_message = "targets: an azure target needs `container`, a valid container name (3-63 characters of a-z, 0-9 and single hyphens, starting and ending with a letter or digit); not for: ${join(", ", [for name, t in var.targets : name if t.type == "azure" && !(can(regex("^[a-z0-9]+(-[a-z0-9]+)*$", t.container)) && length(coalesce(t.container, "-")) >= 3 && length(coalesce(t.container, "-")) <= 63)])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in values(var.targets) : t.type != "azure" || (t.endpoint_url == null && t.region == null && t.addressing_style == null)])
+    error_message = "targets: an azure target takes `container` and `account_url`, not the s3 fields `endpoint_url`, `region` or `addressing_style`; for: ${join(", ", [for name, t in var.targets : name if t.type == "azure" && (t.endpoint_url != null || t.region != null || t.addressing_style != null)])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in values(var.targets) : t.account_url == null || can(regex("^https://[^/\\s]+", t.account_url))])
+    error_message = "targets: account_url must be null or an https:// URL (https://ACCOUNT.blob.core.windows.net)."
+  }
 }
 
 ################################################################################

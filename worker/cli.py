@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
 from typing import Any
@@ -47,7 +49,7 @@ def build_consumer(runtime: Runtime, sqs: Any, queue_url: str, lease_sqs: Any = 
         runtime.settings,
         sqs,
         queue_url,
-        Reconciler(runtime.engine, runtime.settings),
+        Reconciler(runtime.engine, runtime.settings, runtime.targets),
         lease_sqs=lease_sqs,
     )
 
@@ -71,7 +73,8 @@ def run(drain: bool) -> int:
     try:
         return consumer.run(drain=drain)
     finally:
-        runtime.engine.close()
+        consumer.reconciler.close()
+        runtime.close()
 
 
 def operate(command: str, as_json: bool, dry_run: bool) -> int:
@@ -101,6 +104,7 @@ def operate(command: str, as_json: bool, dry_run: bool) -> int:
             settings.ecs_cluster,
             settings.ecs_service,
             settings.metrics_namespace,
+            _target_names(),
         )
         print_status(status, as_json)
         return 0
@@ -110,6 +114,16 @@ def operate(command: str, as_json: bool, dry_run: bool) -> int:
         return 0
     print(f"moved {result.moved} message(s) back to {queue_url}; {result.failed} could not be sent")
     return 1 if result.failed else 0
+
+
+def _target_names() -> list[str]:
+    """The names in TARGETS, when set where `status` runs (otherwise the targets the worker's
+    metrics name are found in CloudWatch)."""
+    try:
+        targets = json.loads(os.environ.get("TARGETS") or "{}")
+    except json.JSONDecodeError:
+        return []
+    return sorted(targets) if isinstance(targets, dict) else []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,12 @@ from replicator.metrics import SOURCE_BUCKET_MISSING, ReplicationMetrics
 from replicator.reconcile import Outcome, Reconciler
 from replicator.settings import Settings
 from worker.lease import Interruption, Lease, Renewal
-from worker.ops import FAILURE_DETAIL_ATTRIBUTE, FAILURE_REASON_ATTRIBUTE, ORIGINAL_MESSAGE_ATTRIBUTE
+from worker.ops import (
+    FAILURE_DETAIL_ATTRIBUTE,
+    FAILURE_REASON_ATTRIBUTE,
+    FAILURE_TARGET_ATTRIBUTE,
+    ORIGINAL_MESSAGE_ATTRIBUTE,
+)
 from worker.policies import BackoffPolicy, DeletePolicy, LeasePolicy, RequeuePolicy, ShutdownPolicy
 from worker.sqs_queue import SQS_BATCH, DeadLetterQueue, DeleteBatcher, Delivery, Queue, Visibility
 
@@ -58,6 +63,13 @@ def _deduplication_id(purpose: str, delivery: Delivery) -> str:
     five minutes): from the receipt handle, which is new on every receive, so a message received
     again is never taken for the one sent last time."""
     return hashlib.sha256(f"{purpose}\0{delivery.receipt_handle}".encode()).hexdigest()
+
+
+def _kind(exc: BaseException) -> str:
+    """How a failure is answered: interrupted, permanent (DLQ), or retried."""
+    if isinstance(exc, CancelledError):
+        return "interrupted"
+    return "permanent" if isinstance(exc, PermanentError) else "retried"
 
 
 def _attribute_text(text: str) -> str:
@@ -275,19 +287,80 @@ class QueueConsumer:
 
     def _reconcile(self, lease: Lease) -> None:
         first = lease.first
+        names = self._targets_of(lease)
+        if names is not None and not names:
+            log.warning("message_for_no_known_target", targets=lease.messages[-1].targets)
+            lease.finish(self._delete)  # a target since removed from the configuration
+            return
         try:
             if lease.cancel.is_set():
                 raise CancelledError("stopped before it started")
             lease.started = True
             # The newest event's size (None for a delete): a small object is read with one GET.
-            result = self.reconciler.reconcile(lease.key, lease.cancel, expected_size=lease.messages[-1].size)
-        except CancelledError:
+            results = self.reconciler.reconcile_each(
+                lease.key, names, lease.cancel, expected_size=lease.messages[-1].size
+            )
+        except Exception as exc:  # looking at the source failed: every target's failure
+            self._failed(lease, exc)
+            return
+        latency = self._latency(lease.messages)
+        # Per-target figures whenever the deployment names its targets (TARGETS), even one.
+        named = len(self.reconciler.targets) > 1 or self.settings.targets is not None
+        failures: dict[str, Exception] = {}
+        for name, result in results.items():
+            if isinstance(result, Exception):
+                failures[name] = result
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            self._count(result.outcome.value)
+            self.metrics.reconciled(result, latency, name if named else None)
+            log.info(
+                "reconciled",
+                message_id=first.message_id,
+                key=lease.key,
+                outcome=result.outcome.value,
+                bytes=result.size if result.outcome is Outcome.COPIED else 0,
+                seconds=round(result.copy.seconds, 3) if result.copy else None,
+                resumed_bytes=result.copy.resumed_bytes if result.copy else None,
+                latency_seconds=round(latency, 3) if latency is not None else None,
+                receive_count=first.receive_count,
+                coalesced=len(lease.deliveries),
+                **({"target": name} if named else {}),
+            )
+        if not failures:
+            if not lease.finish(self._delete):
+                log.info("not_deleted", reason="lease_lost")  # the next receiver finds it done
+            return
+        kinds = {_kind(exc) for exc in failures.values()}
+        if len(failures) == len(results) and len(kinds) == 1:
+            # Every target failed alike: the messages fail as a whole, as with one target.
+            self._failed(lease, next(iter(failures.values())), sorted(failures) if named else None)
+            return
+        # Some targets are done, others failed: those go on alone (see _hand_on).
+        lease.finish(lambda held: self._hand_on(held, failures))
+
+    def _targets_of(self, lease: Lease) -> list[str] | None:
+        """The targets the lease's messages name (None: all); names no longer configured are
+        dropped."""
+        named = [m.targets for m in lease.messages]
+        if any(targets is None for targets in named):
+            return None
+        wanted = {name for targets in named if targets for name in targets}
+        unknown = wanted - set(self.reconciler.targets)
+        if unknown:
+            log.warning("message_names_unknown_targets", targets=sorted(unknown))
+        return sorted(wanted & set(self.reconciler.targets))
+
+    def _failed(self, lease: Lease, exc: Exception, targets: list[str] | None = None) -> None:
+        """The lease's reconcile failed (for every target it named, or looking at the source)."""
+        first = lease.first
+        where = {"targets": targets} if targets else {}
+        if isinstance(exc, CancelledError):
             self._interrupted(lease)
-            return
-        except PermanentError as exc:
-            self._failed_permanently(lease, exc)
-            return
-        except SourceBucketMissingError as exc:
+        elif isinstance(exc, PermanentError):
+            self._failed_permanently(lease, exc, targets)
+        elif isinstance(exc, SourceBucketMissingError):
             self._count("failed")
             self.metrics.failure()
             self.metrics.count(SOURCE_BUCKET_MISSING)
@@ -298,30 +371,70 @@ class QueueConsumer:
                 receive_count=first.receive_count,
             )
             lease.finish(self._back_off)
-            return
-        except Exception as exc:
+        else:
             self._count("failed")
-            self.metrics.failure()
-            log.error("reconcile_failed", error=describe(exc), receive_count=first.receive_count)
+            for name in targets or [""]:
+                self.metrics.failure(name or None)
+            log.error("reconcile_failed", error=describe(exc), receive_count=first.receive_count, **where)
             lease.finish(self._back_off)
-            return
-        self._count(result.outcome.value)
-        latency = self._latency(lease.messages)
-        self.metrics.reconciled(result, latency)
-        log.info(
-            "reconciled",
-            message_id=first.message_id,
-            key=lease.key,
-            outcome=result.outcome.value,
-            bytes=result.size if result.outcome is Outcome.COPIED else 0,
-            seconds=round(result.copy.seconds, 3) if result.copy else None,
-            resumed_bytes=result.copy.resumed_bytes if result.copy else None,
-            latency_seconds=round(latency, 3) if latency is not None else None,
-            receive_count=first.receive_count,
-            coalesced=len(lease.deliveries),
-        )
-        if not lease.finish(self._delete):
-            log.info("not_deleted", reason="lease_lost")  # the next receiver finds it done
+
+    def _hand_on(self, lease: Lease, failures: dict[str, Exception]) -> None:
+        """Final action when some targets succeeded and others failed: each failed target gets
+        a message of its own, in the key's FIFO group (a key is never worked on twice at once):
+        a permanent failure straight to the DLQ, an interrupted copy a fresh message, any other
+        failure a fresh message whose retries then back off and end in the DLQ like any message.
+        The healthy targets' work is not redone. The received messages are deleted once all of
+        these are sent; if one cannot be sent, they back off instead (the healthy targets find
+        their copies done next time)."""
+        newest = self._body_of(lease)
+        interrupted = tuple(sorted(n for n, e in failures.items() if isinstance(e, CancelledError)))
+        sends: list[tuple[str, ReplicationMessage, dict[str, str] | None]] = []
+        if interrupted:
+            sends.append((self.queue.url, newest.for_targets(interrupted).interrupted(), None))
+        dlq_url = self.dead_letters.url()
+        for name, exc in sorted(failures.items()):
+            if isinstance(exc, CancelledError):
+                continue
+            self._count("failed")
+            message = newest.for_targets((name,))
+            if isinstance(exc, PermanentError) and dlq_url is not None:
+                detail = _attribute_text(str(exc))
+                log.error(
+                    "reconcile_failed_permanently",
+                    key=lease.key,
+                    target=name,
+                    reason=exc.reason,
+                    error=detail,
+                )
+                self.metrics.permanent_failure(exc.reason, name)
+                attributes = {
+                    FAILURE_REASON_ATTRIBUTE: exc.reason,
+                    FAILURE_DETAIL_ATTRIBUTE: detail,
+                    FAILURE_TARGET_ATTRIBUTE: name,
+                    ORIGINAL_MESSAGE_ATTRIBUTE: lease.first.message_id,
+                }
+                sends.append((dlq_url, message, attributes))
+            else:
+                log.error("reconcile_failed", target=name, error=describe(exc), then="retried_alone")
+                self.metrics.failure(name)
+                sends.append((self.queue.url, message, None))
+        for url, message, extra in sends:
+            purpose = f"{'dead-letter' if extra else 'hand-on'}\0{','.join(message.targets or ())}"
+            sent = self.queue.send(
+                url, message.to_body(), message.group_id, _deduplication_id(purpose, lease.first), extra
+            )
+            if sent is None:
+                self._back_off(lease)
+                return
+            log.info(
+                "handed_on" if extra is None else "dead_lettered",
+                key=lease.key,
+                targets=list(message.targets or ()),
+                new_message_id=sent,
+            )
+        if not self.queue.delete(lease.deliveries):
+            self._count("hand_on_incomplete")
+            log.error("handed_on_but_not_deleted", key=lease.key)
 
     @staticmethod
     def _latency(messages: list[ReplicationMessage]) -> float | None:
@@ -355,7 +468,9 @@ class QueueConsumer:
         )
         lease.finish(self._back_off)
 
-    def _failed_permanently(self, lease: Lease, exc: PermanentError) -> None:
+    def _failed_permanently(
+        self, lease: Lease, exc: PermanentError, targets: list[str] | None = None
+    ) -> None:
         detail = _attribute_text(str(exc))
         self._count("failed_permanently")
         log.error(
@@ -364,13 +479,14 @@ class QueueConsumer:
             reason=exc.reason,
             error=detail,
             receive_count=lease.first.receive_count,
+            **({"targets": targets} if targets else {}),
         )
         dlq_url = self.dead_letters.url()
         if dlq_url is None:
             self.metrics.failure()
             lease.finish(self._back_off)  # the redrive policy still gets it there, slowly
             return
-        lease.finish(lambda held: self._dead_letter(held, dlq_url, exc.reason, detail))
+        lease.finish(lambda held: self._dead_letter(held, dlq_url, exc.reason, detail, targets))
 
     # -- final actions (each runs once per lease, through Lease.finish) ----------------------
 
@@ -397,11 +513,22 @@ class QueueConsumer:
         log.info("handed_back", key=lease.key, messages=len(lease.deliveries))
         self.queue.change_visibility(lease.deliveries, 0)
 
+    @staticmethod
+    def _body_of(lease: Lease) -> ReplicationMessage:
+        """The lease's newest message naming every target any of its messages names (None if
+        one names all): what goes back to the queue or to the DLQ for the whole lease."""
+        newest = max(lease.messages, key=lambda m: m.interruptions)
+        named = [m.targets for m in lease.messages]
+        if any(targets is None for targets in named):
+            return newest.model_copy(update={"targets": None})
+        union = tuple(sorted({name for targets in named if targets for name in targets}))
+        return newest.model_copy(update={"targets": union})
+
     def _requeue(self, lease: Lease) -> None:
         """A fresh copy of the message (receive count 1, same group, new deduplication id), then
         the received ones deleted; if the copy cannot be sent, the received ones handed back.
         A message received while stopping was not worked on: its interruptions stay as they were."""
-        newest = max(lease.messages, key=lambda m: m.interruptions)
+        newest = self._body_of(lease)
         fresh = newest.interrupted() if lease.started else newest
         interruptions = fresh.interruptions
         if not self.requeue_policy.requeue(interruptions):
@@ -432,17 +559,22 @@ class QueueConsumer:
             new_message_id=sent,
         )
 
-    def _dead_letter(self, lease: Lease, dlq_url: str, reason: str, detail: str) -> None:
+    def _dead_letter(
+        self, lease: Lease, dlq_url: str, reason: str, detail: str, targets: list[str] | None = None
+    ) -> None:
+        attributes = {
+            FAILURE_REASON_ATTRIBUTE: reason,
+            FAILURE_DETAIL_ATTRIBUTE: detail,
+            ORIGINAL_MESSAGE_ATTRIBUTE: lease.first.message_id,
+        }
+        if targets:
+            attributes[FAILURE_TARGET_ATTRIBUTE] = ",".join(targets)
         sent = self.queue.send(
             dlq_url,
-            lease.messages[-1].to_body(),
+            self._body_of(lease).to_body(),
             lease.group_id,
             _deduplication_id("dead-letter", lease.first),
-            {
-                FAILURE_REASON_ATTRIBUTE: reason,
-                FAILURE_DETAIL_ATTRIBUTE: detail,
-                ORIGINAL_MESSAGE_ATTRIBUTE: lease.first.message_id,
-            },
+            attributes,
         )
         if sent is None:
             self.metrics.failure()

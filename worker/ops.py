@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from replicator.errors import StartupError, describe
 from replicator.logs import get_logger
-from replicator.metrics import DIMENSION, SOURCE_BUCKET_MISSING
+from replicator.metrics import DIMENSION, SOURCE_BUCKET_MISSING, TARGET_DIMENSION
 
 log = get_logger("ops")
 
@@ -23,6 +24,8 @@ log = get_logger("ops")
 FAILURE_REASON_ATTRIBUTE = "FailureReason"
 FAILURE_DETAIL_ATTRIBUTE = "FailureDetail"
 ORIGINAL_MESSAGE_ATTRIBUTE = "OriginalMessageId"
+# The target (or targets, comma-separated) a dead-lettered message failed for; absent: all of them.
+FAILURE_TARGET_ATTRIBUTE = "FailureTarget"
 
 
 def dead_letter_queue_url(sqs: Any, queue_url: str, configured: str | None) -> str:
@@ -62,6 +65,16 @@ class Status:
     # Messages backed off in the last 15 minutes because the source bucket is missing.
     source_bucket_missing: int | None
     checked_at: str
+    # Per target (when the deployment names several): failures in the last 15 minutes and the
+    # replication latency p50 / p99, from the worker's metrics with the Target dimension.
+    targets: dict[str, TargetStatus] = field(default_factory=dict)
+
+
+@dataclass
+class TargetStatus:
+    failures: int | None
+    latency_p50_seconds: float | None
+    latency_p99_seconds: float | None
 
 
 def _counts(sqs: Any, url: str) -> tuple[int, int, int]:
@@ -107,6 +120,43 @@ def _latest_statistic(
     return max(points, key=lambda p: p["Timestamp"]) if points else None
 
 
+def _target_status(cloudwatch: Any, namespace: str, queue: str, target: str) -> TargetStatus:
+    dimensions = [{"Name": DIMENSION, "Value": queue}, {"Name": TARGET_DIMENSION, "Value": target}]
+    failures = _latest_statistic(
+        cloudwatch, namespace, "Failures", dimensions, 15, period=15 * 60, Statistics=["Sum"]
+    )
+    latency = _latest_statistic(
+        cloudwatch, namespace, "ReplicationLatency", dimensions, 15, ExtendedStatistics=["p50", "p99"]
+    )
+    extended = (latency or {}).get("ExtendedStatistics", {})
+    return TargetStatus(
+        failures=int(failures["Sum"]) if failures else None,
+        latency_p50_seconds=extended.get("p50"),
+        latency_p99_seconds=extended.get("p99"),
+    )
+
+
+def _targets_in_metrics(cloudwatch: Any, namespace: str, queue: str) -> list[str]:
+    """The targets the workers of this queue publish figures for (the Target dimension)."""
+    try:
+        pages = cloudwatch.get_paginator("list_metrics").paginate(
+            Namespace=namespace,
+            MetricName="Failures",
+            Dimensions=[{"Name": DIMENSION, "Value": queue}, {"Name": TARGET_DIMENSION}],
+        )
+        names = {
+            d["Value"]
+            for page in pages
+            for metric in page.get("Metrics", [])
+            for d in metric.get("Dimensions", [])
+            if d.get("Name") == TARGET_DIMENSION
+        }
+    except (ClientError, BotoCoreError) as exc:
+        log.debug("metrics_unavailable", error=describe(exc))
+        return []
+    return sorted(names)
+
+
 def gather_status(
     sqs: Any,
     cloudwatch: Any,
@@ -116,6 +166,7 @@ def gather_status(
     cluster: str | None,
     service: str | None,
     namespace: str,
+    targets: Sequence[str] = (),
 ) -> Status:
     visible, in_flight, delayed = _counts(sqs, queue_url)
     dlq_visible, dlq_in_flight, _ = _counts(sqs, dlq_url)
@@ -169,6 +220,10 @@ def gather_status(
         latency_p99_seconds=extended.get("p99"),
         source_bucket_missing=int(missing["Sum"]) if missing else None,
         checked_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        targets={
+            name: _target_status(cloudwatch, namespace, queue, name)
+            for name in (targets or _targets_in_metrics(cloudwatch, namespace, queue))
+        },
     )
 
 
@@ -199,6 +254,14 @@ def print_status(status: Status, as_json: bool, console: Console | None = None) 
         ),
         ("source bucket missing, last 15 min", show(status.source_bucket_missing)),
     ]
+    for name, target in status.targets.items():
+        rows += [
+            (f"target {name}: failures, last 15 min", show(target.failures)),
+            (
+                f"target {name}: latency p50 / p99",
+                f"{show(target.latency_p50_seconds, ' s')} / {show(target.latency_p99_seconds, ' s')}",
+            ),
+        ]
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
@@ -212,7 +275,8 @@ def print_status(status: Status, as_json: bool, console: Console | None = None) 
         console.print(
             f"[yellow]{status.dead_letter_visible} message(s) in the dead-letter queue:[/] "
             "see the worker logs (reconcile_failed, reconcile_failed_permanently) or the messages' "
-            f"{FAILURE_REASON_ATTRIBUTE} attribute, fix the cause, then `make redrive`."
+            f"{FAILURE_REASON_ATTRIBUTE} and {FAILURE_TARGET_ATTRIBUTE} attributes (a message naming "
+            "targets failed for those only), fix the cause, then `make redrive`."
         )
 
 

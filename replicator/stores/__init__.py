@@ -1,6 +1,7 @@
 """Stores: the ends of a copy behind one interface (base.Store). Each implementation lives in its
-own module (azure.py: Azure Blob Storage), imported where it is used, so that one store's SDK is
-never loaded for another."""
+own module: s3.py (any S3-compatible bucket, on boto3, which every process loads anyway) is
+exported here; azure.py (Azure Blob Storage) is imported where it is used, so that its SDK is never
+loaded for another store."""
 
 from replicator.stores.base import (
     ContentHeaders,
@@ -18,6 +19,7 @@ from replicator.stores.base import (
     StoreUnavailableError,
     Upload,
 )
+from replicator.stores.s3 import S3Store
 
 __all__ = [
     "ContentHeaders",
@@ -27,6 +29,7 @@ __all__ = [
     "ObjectVersion",
     "Part",
     "ReplicaRecord",
+    "S3Store",
     "Store",
     "StoreAccessError",
     "StoreLimits",

@@ -7,9 +7,12 @@ metadata; only that commit makes the blob visible. Until then an existing blob k
 and a copy that fails half-way leaves nothing visible. Block ids are `<upload id>-<part number in
 5 digits>`: all of one length (Azure requires it per blob), and two attempts never mix blocks.
 abort() sends nothing: uncommitted blocks cannot be removed one by one, and Azure discards them
-after 7 days, or as soon as the blob is committed again (by anyone: an upload whose blocks went
-that way fails its complete() with SourceChangedError). A blob holds up to 50,000 blocks of up
-to 4,000 MiB (block_size_for); Put Blob takes up to 5,000 MiB.
+a week after the last Put Block on the blob, or as soon as the blob is committed again (Put Block
+List, Put Blob), by anyone; delete() discards them too. An upload whose blocks went that way
+fails its complete() with SourceChangedError. A blob holds up to 50,000 blocks of up to 4,000 MiB
+(block_size_for); Put Blob takes up to 5,000 MiB. Content headers and metadata can be replaced
+without the bytes (update_metadata); blob_name_refusal() names the keys Azure Blob cannot hold as
+they are.
 
 Metadata names. Azure wants valid C# identifiers, compared without regard to case; S3 allows any
 header token (`my-key`, `my.key`, `my_key`, ...). A name becomes a prefix, `m_` for user metadata
@@ -29,6 +32,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +41,8 @@ from email.utils import format_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import requests
+import requests.adapters
 from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
@@ -44,6 +50,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import (
     BlobBlock,
     BlobClient,
@@ -51,8 +58,10 @@ from azure.storage.blob import (
     BlobServiceClient,
     BlobType,
     ContentSettings,
+    ExponentialRetry,
 )
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from urllib3.util.retry import Retry
 
 from replicator.errors import (
     CopyError,
@@ -94,6 +103,16 @@ _PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789")
 _HEX = frozenset("0123456789abcdef")
 _BLOCK_ID = re.compile(r"^([0-9a-f]{32})-(\d{5})$")
 _CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(?:-[a-z0-9]+)*$")
+MAX_NAME_CHARS = 1024
+MAX_NAME_SEGMENTS = 254
+# Code points the service refuses in a blob name even percent-encoded ("Unicode characters not
+# supported in container or blob names", besides the control characters 0x00-0x1F). Its table
+# skips a few members of the same ranges (U+0081, which its text names, U+FDD0, U+4FFFE, ...):
+# the whole ranges are refused, C1 controls and noncharacters alike.
+_UNSUPPORTED = frozenset(
+    [*range(0x80, 0xA0), *range(0xFDD0, 0xFDF0), *range(0xFFF0, 0x10000)]
+    + [plane * 0x10000 + low for plane in range(1, 17) for low in (0xFFFE, 0xFFFF)]
+)
 
 T = TypeVar("T")
 
@@ -120,6 +139,45 @@ def parse_block_id(block_id: str) -> tuple[str, int] | None:
     """(upload id, part number) of one of our block ids; None for anyone else's."""
     match = _BLOCK_ID.match(block_id)
     return (match.group(1), int(match.group(2))) if match else None
+
+
+def blob_name_refusal(key: str) -> str | None:
+    """Why Azure Blob cannot hold a blob named `key` as it is, in words; None when it can.
+
+    The service's rules (Naming and Referencing Containers, Blobs, and Metadata): 1 to 1,024
+    characters (counted here in UTF-16 code units, the stricter reading: never fewer than the
+    code points), at most 254 `/`-separated segments (accounts without a hierarchical
+    namespace), no control characters nor the code points it lists as unsupported. A name ending
+    in `.` or `/`, or with a segment that ends in `.`, is one the documentation says to avoid:
+    the service may store it under another name (a trailing dot dropped), and a `.` or `..`
+    segment is folded away on the way (Azurite answers such a name with an authentication
+    failure: the path signed is not the path received). A backslash is stored as `/` (Azurite
+    does so), another key. Each of these would be written under a name other than the key, or
+    refused; none is worth retrying.
+    """
+    if not key:
+        return "a blob name cannot be empty"
+    length = len(key.encode("utf-16-le", "surrogatepass")) // 2
+    if length > MAX_NAME_CHARS:
+        return f"the key is {length} characters long, over Azure Blob's {MAX_NAME_CHARS}-character limit"
+    segments = key.split("/")
+    if len(segments) > MAX_NAME_SEGMENTS:
+        return f"the key has {len(segments)} '/'-separated segments, over Azure Blob's {MAX_NAME_SEGMENTS}"
+    bad = next((char for char in key if ord(char) < 0x20 or ord(char) in _UNSUPPORTED), None)
+    if bad is not None:
+        return f"it holds the character U+{ord(bad):04X}, which Azure Blob does not allow in a name"
+    if "\\" in key:
+        return "it holds a backslash, which Azure Blob stores as '/' (another key)"
+    if key.endswith("/"):
+        return "it ends with '/', which Azure Blob names must not"
+    dotted = next((segment for segment in segments if segment.endswith(".")), None)
+    if dotted is not None:
+        shown = dotted if len(dotted) <= 40 else f"...{dotted[-37:]}"
+        return (
+            f"its segment {shown!r} ends with '.', which Azure Blob names must not (the service may "
+            "drop the dot and store another name)"
+        )
+    return None
 
 
 # -- metadata names --------------------------------------------------------------------------------
@@ -242,6 +300,8 @@ class AzureBlobConfig(BaseModel):
     account_url: str | None = None
     # Attempts per request (the SDK's retries: throttling, 5xx, connection errors).
     max_attempts: int = Field(default=5, ge=1, le=20)
+    # Kept-alive connections: as many as requests in flight (objects and their blocks).
+    max_pool_connections: int = Field(default=64, ge=1, le=1024)
     connect_timeout: int = Field(default=20, ge=1)
     read_timeout: int = Field(default=60, ge=1)
 
@@ -297,12 +357,21 @@ class AzureBlobConfig(BaseModel):
 
     def service_client(self) -> BlobServiceClient:
         options: dict[str, Any] = {
-            "retry_total": self.max_attempts - 1,
+            # The SDK's default waits 15 s, then 18, 24, ...: a target answering 503 would hold a
+            # worker's slot for minutes per request. Like botocore's standard mode instead: about
+            # 1 s, 3, 5, 9 (with a second of jitter); the message's own back-off takes it from there.
+            "retry_policy": ExponentialRetry(
+                initial_backoff=1, increment_base=2, retry_total=self.max_attempts - 1, random_jitter_range=1
+            ),
             "connection_timeout": self.connect_timeout,
             "read_timeout": self.read_timeout,
-            # put() is always one Put Blob, and a ranged read one GET (never split by the SDK).
+            # put() is always one Put Blob, and a ranged read one GET (never split by the SDK),
+            # whose body is handed over whole, read off the socket 1 MiB at a time (not 4 KiB).
             "max_single_put_size": MAX_SINGLE_PUT,
             "max_single_get_size": MAX_BLOCK_SIZE,
+            "max_chunk_get_size": MAX_BLOCK_SIZE,
+            "connection_data_block_size": MIB,
+            "transport": _transport(self.max_pool_connections),
         }
         if self.connection_string is not None:
             return BlobServiceClient.from_connection_string(
@@ -313,6 +382,44 @@ class AzureBlobConfig(BaseModel):
         url = self.account_url or f"https://{self.account_name}.blob.core.windows.net"
         credential = {"account_name": self.account_name, "account_key": self.account_key.get_secret_value()}
         return BlobServiceClient(url, credential=credential, **options)
+
+
+_PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+)
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """Sends request bodies given as streams in 64 KiB writes (http.client's default: 8 KiB),
+    as the SDK's own adapter does in 32 KiB."""
+
+    def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> Any:
+        conn = super().get_connection_with_tls_context(*args, **kwargs)
+        conn.conn_kw = {**(conn.conn_kw or {}), "blocksize": 65536}
+        return conn
+
+
+def _transport(pool: int) -> RequestsTransport:
+    """The SDK's transport with a session set up as it would (no urllib3 retries: the pipeline
+    retries), but with a pool for `pool` connections (requests keeps 10: with more requests in
+    flight, connections were dropped and opened again, with a warning each), and without the
+    per-request look at the environment's proxy settings when none is set (a tenth of a small
+    Put Blob's CPU)."""
+    session = requests.Session()
+    session.trust_env = any(os.environ.get(name) or os.environ.get(name.lower()) for name in _PROXY_VARIABLES)
+    adapter = _Adapter(
+        pool_connections=pool,
+        pool_maxsize=pool,
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+    )
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, adapter)
+    return RequestsTransport(session=session, session_owner=True, use_env_settings=session.trust_env)
 
 
 # -- the store -------------------------------------------------------------------------------------
@@ -360,6 +467,14 @@ class AzureBlobStore:
     def name(self) -> str:
         return f"azure-blob:{self._account}/{self.config.container}"
 
+    def check(self) -> None:
+        """At start: the container exists and the credentials reach it; otherwise the store's
+        error (StoreMissingError, StoreAccessError, StoreUnavailableError), naming no secret."""
+        try:
+            self._container.get_container_properties()
+        except AzureError as exc:
+            raise self._failure(exc, "Get Container Properties", None) from None
+
     def __repr__(self) -> str:
         return f"AzureBlobStore({self.name!r})"
 
@@ -388,12 +503,14 @@ class AzureBlobStore:
             options.update(etag=f'"{expect.etag}"', match_condition=MatchConditions.IfNotModified)
 
         def read() -> bytes:
-            downloaded: bytes = (
-                self._blob(key)
-                .download_blob(offset=start, length=length, max_concurrency=1, **options)
-                .readall()
+            # The one GET's body comes back as one chunk (max_chunk_get_size), and joining a
+            # single chunk returns it as it is: readall() would copy it once more (a BytesIO).
+            # The chunks are gathered by a comprehension: list() of the SDK's iterator would
+            # take its length in bytes for a count of items and reserve 8 bytes for each.
+            download = self._blob(key).download_blob(
+                offset=start, length=length, max_concurrency=1, **options
             )
-            return downloaded
+            return b"".join([chunk for chunk in download.chunks()])
 
         data = self._call("read", key, read)
         if len(data) != length:
@@ -515,14 +632,76 @@ class AzureBlobStore:
         log.debug("upload_abandoned", store=self.name, key=upload.key, upload_id=upload.upload_id)
 
     def delete(self, key: str) -> None:
+        """Delete Blob, snapshots included, and every block staged under the name.
+
+        Azure discards uncommitted blocks a week after the last Put Block on the blob, or when
+        the blob is next written: Put Block List drops every uncommitted block not in its list,
+        Put Blob all of them. What Delete Blob does with them is not documented; Azurite hides
+        them from Get Block List and still commits them afterwards. So where blocks are staged, a
+        Put Block List of none goes first (the name holds 0 bytes for a moment), then the delete:
+        an upload of the key begun before the delete can never complete (SourceChangedError)
+        and bring back what was deleted. One Get Block List more per delete."""
+        blob = self._blob(key)
         try:
-            self._blob(key).delete_blob(delete_snapshots="include")
+            try:
+                _, staged = blob.get_block_list("uncommitted")
+            except HttpResponseError as exc:
+                if _code(exc) == "BlobNotFound":
+                    return  # no blob, nothing staged
+                if _code(exc) != "InvalidBlobType":  # a page or append blob has no blocks
+                    raise
+                staged = []
+            if staged:
+                blob.commit_block_list([])
+            blob.delete_blob(delete_snapshots="include")
         except HttpResponseError as exc:
             if _code(exc) == "BlobNotFound":
                 return
             raise self._failure(exc, "delete", key) from exc
         except AzureError as exc:
             raise self._failure(exc, "delete", key) from exc
+
+    # -- optional capabilities (base.PlansParts, RefusesKeys, UpdatesMetadata) ----------------------
+
+    def part_size_for(self, size: int, configured: int) -> int:
+        return block_size_for(size, configured)
+
+    def key_refusal(self, key: str) -> str | None:
+        return blob_name_refusal(key)
+
+    def update_metadata(
+        self, key: str, expect: ObjectVersion, headers: ContentHeaders, metadata: Mapping[str, str]
+    ) -> str | None:
+        """Set Blob Properties (the content headers), then Set Blob Metadata, each only while the
+        blob holds the ETag the step before left (If-Match): the bytes are not sent again, and a
+        blob rewritten meanwhile is left alone (SourceChangedError). Set Blob Properties replaces
+        every content header and clears the blob's Content-MD5 unless it is sent again: the MD5
+        recorded in `metadata` is sent, or else the one the blob holds (read under the same
+        condition). Should the second step fail, the blob has the new headers and its old
+        metadata; the next comparison of metadata finds that and updates again."""
+        blob = self._blob(key)
+
+        def pinned(etag: str) -> dict[str, Any]:
+            return {"etag": f'"{etag}"', "match_condition": MatchConditions.IfNotModified}
+
+        md5 = _plain_md5(metadata.get(META_MD5))
+        if md5 is None:
+            props = self._call("HEAD", key, lambda: blob.get_blob_properties(**pinned(expect.etag)))
+            held = props.content_settings.content_md5
+            md5 = bytes(held).hex() if held else None
+        settings = _content_settings(headers, md5)
+        updated = self._call(
+            "Set Blob Properties", key, lambda: blob.set_http_headers(settings, **pinned(expect.etag))
+        )
+        # The service always names the new ETag; were it missing, the old one makes the second
+        # step fail (412) rather than go unpinned.
+        etag = _unquoted(str(updated.get("etag") or "")) or expect.etag
+        result = self._call(
+            "Set Blob Metadata",
+            key,
+            lambda: blob.set_blob_metadata(to_azure_metadata(metadata, headers), **pinned(etag)),
+        )
+        return _unquoted(str(result.get("etag") or "")) or None
 
     # -- helpers -----------------------------------------------------------------------------------
 

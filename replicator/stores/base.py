@@ -263,3 +263,42 @@ class Store(Protocol):
         """The uploads of exactly this key begun and not completed (nor aborted, where the store
         can forget an upload), with their parts."""
         ...
+
+
+# -- optional capabilities -------------------------------------------------------------------------
+# A store offers these besides the Store calls where its model allows; the engine asks with
+# isinstance() and does without otherwise.
+
+
+@runtime_checkable
+class PlansParts(Protocol):
+    """A store with its own rule for part sizes (Azure Blob: block_size_for); without it, parts
+    are sized from StoreLimits."""
+
+    def part_size_for(self, size: int, configured: int) -> int:
+        """The part size for an object of `size` bytes, given the configured part size."""
+        ...
+
+
+@runtime_checkable
+class RefusesKeys(Protocol):
+    """A store that can tell from a key alone that it cannot hold it (Azure Blob's naming rules)."""
+
+    def key_refusal(self, key: str) -> str | None:
+        """Why this store can never hold `key`, in words; None when it can. Asks nothing of the
+        service."""
+        ...
+
+
+@runtime_checkable
+class UpdatesMetadata(Protocol):
+    """A store that can replace an object's content headers and metadata without the bytes
+    being sent again (Azure Blob: Set Blob Properties and Set Blob Metadata)."""
+
+    def update_metadata(
+        self, key: str, expect: ObjectVersion, headers: ContentHeaders, metadata: Mapping[str, str]
+    ) -> str | None:
+        """Give the object exactly these headers and this metadata (ours among it), only while it
+        is still the version `expect` names (another one, or none: SourceChangedError). Returns
+        the object's ETag afterwards when the store names it."""
+        ...

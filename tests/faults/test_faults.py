@@ -172,6 +172,8 @@ def test_create_overwrite_delete_recreate_storm_converges(
     )
 
 
+# 2,000 events through moto on two cores take 4-5 minutes: more than the suite's per-test guard.
+@pytest.mark.timeout(600)
 def test_burst_of_2000_events_with_several_workers(
     stack: LocalStack, prefix: str, fault_report: FaultReport
 ) -> None:

@@ -306,6 +306,35 @@ def test_delete_removes_and_is_idempotent(store: AzureBlobStore, container: Cont
     store.delete("never-written")
 
 
+def test_delete_discards_staged_blocks_so_no_upload_completes_after_it(
+    store: AzureBlobStore, container: ContainerClient
+) -> None:
+    # Blocks of a name with no blob: Azurite would still commit them after a plain Delete Blob.
+    early = store.create_upload("staged", HEADERS, {})
+    early_part = store.upload_part(early, 1, b"before the delete", None)
+    store.delete("staged")
+    assert store.incomplete_uploads("staged") == []
+    with pytest.raises(SourceChangedError, match="are gone"):
+        store.complete(early, [early_part])
+    assert store.head("staged") is None
+    assert [blob.name for blob in container.list_blobs()] == []
+
+    # Beside a committed blob: both go, and the old blocks cannot come back either.
+    write(store, "both", b"committed")
+    pending = store.create_upload("both", HEADERS, {})
+    pending_part = store.upload_part(pending, 1, b"staged", None)
+    store.delete("both")
+    with pytest.raises(SourceChangedError):
+        store.complete(pending, [pending_part])
+    assert store.head("both") is None
+    assert [blob.name for blob in container.list_blobs()] == []
+
+    # An upload begun after the delete is not touched by it.
+    later = store.create_upload("both", HEADERS, {})
+    store.complete(later, [store.upload_part(later, 1, b"after", None)])
+    assert container.get_blob_client("both").download_blob().readall() == b"after"
+
+
 def test_list_in_name_order_with_start_after(store: AzureBlobStore, container: ContainerClient) -> None:
     keys = ["a/1", "a/10", "a/2", "a/3", "b/1", "b/é"]
     for key in reversed(keys):

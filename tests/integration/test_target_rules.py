@@ -238,13 +238,13 @@ def test_reconciling_a_key_the_target_cannot_hold_fails_once_in_words(target: Ta
     engine = TransferEngine(target.source, target.end, settings)
     reconciler = Reconciler(engine, settings)
     attempts: list[str] = []
-    once = reconciler._reconcile_once
+    once = reconciler._converge
 
-    def counted(key: str, cancel: Any) -> Any:
+    def counted(target: Any, key: str, look: Any, cancel: Any, absent: bool = False) -> Any:
         attempts.append(key)
-        return once(key, cancel)
+        return once(target, key, look, cancel, absent)
 
-    reconciler._reconcile_once = counted  # type: ignore[method-assign]
+    reconciler._converge = counted  # type: ignore[method-assign]
     try:
         with pytest.raises(UnstorableKeyError, match="objects exist under 'archive/'"):
             reconciler.reconcile("archive")

@@ -244,6 +244,13 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "floor": math.floor,
     "tostring": str,
     "strcontains": lambda text, part: part in text,
+    # Maps iterate in key order, as in Terraform.
+    "keys": sorted,
+    "values": lambda mapping: [mapping[key] for key in sorted(mapping)],
+    "coalesce": lambda *values: next(v for v in values if v is not None and v != ""),
+    "sort": sorted,
+    "distinct": lambda values: list(dict.fromkeys(values)),
+    "join": lambda separator, values: separator.join(values),
 }
 
 
@@ -254,6 +261,8 @@ def evaluate(expression: Any, **values: Any) -> Any:
 
 
 def _evaluate_attribute(expression: Any, scope: dict[str, Any]) -> Any:
+    if isinstance(expression, dict):  # an object written out, e.g. a local: its values
+        return {key: _evaluate_attribute(value, scope) for key, value in expression.items()}
     if not isinstance(expression, str) or not expression.startswith("${") or expression.count("${") > 1:
         return expression  # a literal, or a template (not evaluated here)
     return _evaluate(_Parser(expression[2:-1]).expression(), scope, {})
@@ -269,6 +278,11 @@ def _evaluate(node: Any, scope: dict[str, Any], names: dict[str, Any]) -> Any:
             return scope[path[1]]
         if path[0] == "local":
             return _evaluate_attribute(locals_()[path[1]], scope)
+        if path[0] in names:  # a `for` variable, and its attributes (t.type)
+            value = names[path[0]]
+            for attribute in path[1:]:
+                value = value[attribute]
+            return value
         return names.get(node[1], Unknown(node[1]))
     if kind == "list":
         return [_evaluate(item, scope, names) for item in node[1]]
@@ -318,8 +332,20 @@ def count(kind: str, name: str, **values: Any) -> int:
     return int(evaluate(body["count"], **values)) if "count" in body else 1
 
 
+def target_fields() -> list[str]:
+    """The attributes of a `targets` entry, as its type declares them."""
+    return re.findall(r"(\w+)\s*=\s*(?:optional\()?string", variables()["targets"]["type"])
+
+
+def targets_value(targets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`targets` as Terraform holds it: the attributes left out are null."""
+    return {name: {f: t.get(f) for f in target_fields()} | t for name, t in targets.items()}
+
+
 def valid(variable: str, value: Any) -> bool:
     """Whether every validation of `variable` accepts `value`."""
+    if variable == "targets":
+        value = targets_value(value)
     return all(
         evaluate(rule["condition"], **{variable: value}) for rule in variables()[variable]["validation"]
     )
@@ -344,13 +370,46 @@ def test_every_variable_is_typed_and_described() -> None:
         assert len(body.get("description", "")) > 10, name
 
 
-@pytest.mark.parametrize(
-    "name", ["bucket", "secret", "endpoint", "target_bucket", "image_tag", "event_delivery"]
-)
+@pytest.mark.parametrize("name", ["bucket", "image_tag", "event_delivery"])
 def test_required_inputs_exist_with_validation(name: str) -> None:
     body = variables()[name]
     assert "default" not in body
     assert body.get("validation"), name
+
+
+WORKER_PRECONDITIONS = one("aws_ecs_task_definition", "worker")["lifecycle"][0]["precondition"]
+SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:lyve-AbCdEf"
+SINGLE = {
+    "secret": SECRET,
+    "endpoint": "https://s3.us-east-1.lyvecloud.seagate.com",
+    "target_bucket": "replica",
+}
+
+
+def _preconditions_hold(**values: Any) -> bool:
+    return all(evaluate(p["condition"], **values) for p in WORKER_PRECONDITIONS)
+
+
+@pytest.mark.parametrize("name", ["secret", "endpoint", "target_bucket"])
+def test_the_single_target_is_required_unless_targets_are_named(name: str) -> None:
+    # Optional for Terraform (null) since `targets` may replace them; a precondition requires them
+    # without `targets`, so a configuration of today plans exactly as before.
+    body = variables()[name]
+    assert body["default"] is None and body.get("validation"), name
+    assert valid(name, None)
+    assert _preconditions_hold(**SINGLE)
+    assert not _preconditions_hold(**(SINGLE | {name: None}))
+
+
+def test_the_single_target_variables_are_refused_next_to_targets() -> None:
+    targets = targets_value({"lyve": {"type": "s3", "bucket": "b-1", "secret_arn": SECRET}})
+    assert _preconditions_hold(targets=targets)
+    assert variables()["target_region"]["default"] is None  # so that a value given can be told
+    for name, value in (SINGLE | {"target_region": "us-east-1", "secret_kms_key_arn": KEY}).items():
+        assert not _preconditions_hold(targets=targets, **{name: value}), name
+    messages = " ".join(p["error_message"] for p in WORKER_PRECONDITIONS)
+    assert "With `targets` set, leave the single-target variables unset" in messages
+    assert "Without `targets`, secret, endpoint and target_bucket are required" in messages
 
 
 def test_endpoint_must_be_https() -> None:
@@ -516,6 +575,38 @@ def test_checkov_passes_in_each_delivery_mode(delivery: str, tmp_path: Path) -> 
     } <= scanned
 
 
+def test_checkov_passes_with_named_targets(tmp_path: Path) -> None:
+    # With `targets` set, the per-target alarms and the task role's secret statements exist.
+    var_file = tmp_path / "targets.tfvars"
+    var_file.write_text(
+        'event_delivery = "eventbridge"\n'
+        "targets = {\n"
+        '  lyve  = { type = "s3", bucket = "replica", endpoint_url = "https://s3.example.com",'
+        f' secret_arn = "{LYVE_SECRET}", secret_kms_key_arn = "{KEY}" }}\n'
+        f'  azure = {{ type = "azure", container = "replica", secret_arn = "{AZURE_SECRET}" }}\n'
+        "}\n"
+    )
+    arguments = ["-d", "terraform", "--var-file", str(var_file), "--framework", "terraform"]
+    result = subprocess.run(
+        [str(CHECKOV), *arguments, "--output", "json", "--skip-download"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    report = json.loads(result.stdout)
+    failed = report["results"]["failed_checks"]
+    assert failed == [], [(c["check_id"], c["resource"]) for c in failed]
+    scanned = {c["resource"] for c in report["results"]["passed_checks"]}
+    assert {
+        "aws_iam_policy_document.task",
+        "aws_ecs_task_definition.worker",
+        'aws_cloudwatch_metric_alarm.target_failures["lyve"]',
+        'aws_cloudwatch_metric_alarm.target_failures["azure"]',
+    } <= scanned
+
+
 def test_eventbridge_may_write_dead_letters_for_this_rule_only() -> None:
     policy = one("aws_sqs_queue_policy", "lambda_failures")
     assert policy["queue_url"] == "${aws_sqs_queue.lambda_failures.id}"
@@ -561,14 +652,18 @@ def _containers(task: dict[str, Any]) -> str:
 def test_target_credentials_come_from_the_secret_never_plain_environment() -> None:
     for name in ("worker", "migrate"):
         task = one("aws_ecs_task_definition", name)
-        assert "local.target_secrets" in _containers(task)
+        assert "local.container_secrets" in _containers(task)
         assert "local.common_environment" in _containers(task)
     ecs_tf = (TF / "ecs.tf").read_text()
-    env_block = ecs_tf[ecs_tf.index("common_environment = [") : ecs_tf.index("target_secrets = [")]
+    env_block = ecs_tf[ecs_tf.index("targets_config = {") : ecs_tf.index("target_secrets = ")]
     assert "SECRET" not in env_block and "ACCESS_KEY" not in env_block
-    secrets_block = ecs_tf[ecs_tf.index("target_secrets = [") : ecs_tf.index("tmp_volume")]
+    # TARGETS carries the secrets' ARNs only, never a value read from them.
+    assert "secret_id        = t.secret_arn" in env_block and "secretsmanager_secret" not in ecs_tf
+    secrets_block = ecs_tf[ecs_tf.index("target_secrets = ") : ecs_tf.index("tmp_volume")]
     assert 'valueFrom = "${var.secret}:access_key_id::"' in secrets_block
     assert 'valueFrom = "${var.secret}:secret_access_key::"' in secrets_block
+    # With `targets`, ECS injects none: each task reads its targets' secrets (task role).
+    assert evaluate(locals_()["container_secrets"], targets={"lyve": {}}) is None
 
 
 def test_worker_stop_timeout_matches_its_shutdown_deadline() -> None:
@@ -886,6 +981,17 @@ def test_the_tfvars_example_keeps_the_default_min_tasks() -> None:
             assert valid(name, value), name
 
 
+def test_the_tfvars_examples_two_targets_are_valid_once_uncommented() -> None:
+    example = (TF / "terraform.tfvars.example").read_text()
+    start = example.index("# targets = {")
+    end = example.index("# }\n", start) + len("# }\n")
+    block = "\n".join(line.removeprefix("#").removeprefix(" ") for line in example[start:end].splitlines())
+    targets = _unquote(hcl2.loads(block))["targets"]
+    assert sorted(t["type"] for t in targets.values()) == ["azure", "s3"]
+    assert "lyvecloud.seagate.com" in targets["lyve"]["endpoint_url"]
+    assert valid("targets", targets)
+
+
 def test_the_worker_long_polls_as_long_as_the_queue_does() -> None:
     queue = one("aws_sqs_queue", "this")
     assert queue["receive_wait_time_seconds"] == "${local.receive_wait_seconds}"
@@ -935,7 +1041,9 @@ def _dynamic_statement(document: str, sid: str) -> dict[str, Any]:
         for n, b in named.items()
         if n == document
     ]
-    [block] = [d["statement"] for d in body.get("dynamic", []) if d["statement"]["content"][0]["sid"] == sid]
+    [block] = [
+        d["statement"] for d in body.get("dynamic", []) if d["statement"]["content"][0].get("sid") == sid
+    ]
     return block  # type: ignore[no-any-return]
 
 
@@ -946,19 +1054,258 @@ def test_no_wildcard_actions_anywhere() -> None:
 
 
 def test_task_role_reads_only_the_source_bucket_and_uses_only_this_queue() -> None:
-    task = {s.get("sid"): s for n, s in _statements() if n == "task"}
+    task = {str(s.get("sid")): s for n, s in _statements() if n == "task"}
     for sid, statement in task.items():
-        if sid in ("DecryptSourceObjects", "DeadLetterPermanentFailures"):  # tested below
+        # Tested below; DecryptTargetCredentials<Region>: one per region of the targets' secrets.
+        if sid.startswith(("DecryptSourceObjects", "DeadLetterPermanentFailures", "TargetCredentials")):
+            continue
+        if sid.startswith("DecryptTargetCredentials"):
             continue
         for resource in statement["resources"]:
             assert "data.aws_s3_bucket.source.arn" in resource or "aws_sqs_queue.this.arn" in resource
         for action in statement["actions"]:
             assert not action.startswith(("s3:Put", "s3:Delete")), action
     assert "secretsmanager:GetSecretValue" in text([s for n, s in _statements() if n == "execution"])
-    execution_secret = next(
-        s for n, s in _statements() if n == "execution" and s.get("sid") == "TargetCredentials"
+    # The single target's secret, for ECS to inject: the execution role reads it, and only it.
+    block = _dynamic_statement("execution", "TargetCredentials")
+    assert block["content"][0]["resources"] == ["${statement.value}"]
+    assert evaluate(block["for_each"], secret=SECRET) == [SECRET]
+    assert evaluate(block["for_each"], secret=None, targets={"lyve": {}}) == []
+
+
+LYVE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:lyve-credentials-AbCdEf"
+AZURE_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:azure-credentials-GhIjKl"
+TARGETS = {
+    "lyve": {
+        "type": "s3",
+        "endpoint_url": "https://s3.us-east-1.lyvecloud.seagate.com",
+        "bucket": "lyve-replica",
+        "secret_arn": LYVE_SECRET,
+    },
+    "azure-archive": {"type": "azure", "container": "replica", "secret_arn": AZURE_SECRET},
+    # The same secret again: granted once.
+    "lyve-2": {
+        "type": "s3",
+        "endpoint_url": "https://s3.eu-central-1.lyvecloud.seagate.com",
+        "bucket": "replica-2",
+        "secret_arn": LYVE_SECRET,
+    },
+}
+
+
+def test_with_targets_the_task_role_reads_exactly_their_secrets() -> None:
+    block = _dynamic_statement("task", "TargetCredentials")
+    assert evaluate(block["for_each"]) == []  # without targets the task role reads no secret
+    assert evaluate(block["for_each"], targets=targets_value(TARGETS)) == [[AZURE_SECRET, LYVE_SECRET]]
+    statement = block["content"][0]
+    assert statement["actions"] == ["secretsmanager:GetSecretValue"]
+    assert statement["resources"] == "${statement.value}"
+    # Each target secret's customer-managed key: kms:Decrypt through Secrets Manager only.
+    [decrypt] = [
+        d["statement"] for d in one_document("task").get("dynamic", []) if "target_secret_keys" in text(d)
+    ]
+    assert decrypt["for_each"] == "${local.target_secret_keys_by_region}"
+    content = decrypt["content"][0]
+    assert content["actions"] == ["kms:Decrypt"]
+    assert content["condition"] == [
+        {
+            "test": "StringEquals",
+            "variable": "kms:ViaService",
+            "values": ["secretsmanager.${statement.key}.amazonaws.com"],
+        }
+    ]
+
+
+def test_targets_is_an_optional_map_of_at_most_eight() -> None:
+    body = variables()["targets"]
+    assert body["default"] == {} and body["nullable"] is False
+    assert body["type"].startswith("${map(object({")
+    assert set(target_fields()) == {
+        "type",
+        "secret_arn",
+        "secret_kms_key_arn",
+        "bucket",
+        "endpoint_url",
+        "region",
+        "addressing_style",
+        "container",
+        "account_url",
+    }
+    assert valid("targets", {}) and valid("targets", TARGETS)
+    eight = {f"t{i}": TARGETS["lyve"] for i in range(8)}
+    assert valid("targets", eight)
+    assert not valid("targets", eight | {"t8": TARGETS["lyve"]})
+
+
+TARGET_MESSAGES = {
+    "name": "every name must be 1-32 characters",
+    "type": 'type must be \\"s3\\" or \\"azure\\"',  # as written in HCL
+    "s3 bucket": "an s3 target needs `bucket`, a valid bucket name",
+    "s3 endpoint": "an s3 target needs `endpoint_url`, an https:// URL",
+    "style": "addressing_style must be null",
+    "s3 azure fields": "an s3 target takes `bucket` and `endpoint_url`, not the azure fields",
+    "azure bucket": "an azure target takes a `container`, not a `bucket`",
+    "container": "an azure target needs `container`, a valid container name",
+    "azure s3 fields": "an azure target takes `container` and `account_url`, not the s3 fields",
+    "account url": "account_url must be null or an https:// URL",
+    "secret": "secret_arn must be the full ARN of a Secrets Manager secret",
+    "kms": "secret_kms_key_arn must be null or a KMS key ARN",
+}
+# Each breaks one rule, whose message says what is wrong.
+REFUSED_TARGETS: dict[str, tuple[dict[str, Any], str]] = {
+    "uppercase name": ({"Lyve": TARGETS["lyve"]}, TARGET_MESSAGES["name"]),
+    "name over 32": ({"a" * 33: TARGETS["lyve"]}, TARGET_MESSAGES["name"]),
+    "name with a leading hyphen": ({"-lyve": TARGETS["lyve"]}, TARGET_MESSAGES["name"]),
+    "empty name": ({"": TARGETS["lyve"]}, TARGET_MESSAGES["name"]),
+    "type gcs": ({"lyve": TARGETS["lyve"] | {"type": "gcs"}}, TARGET_MESSAGES["type"]),
+    "type missing": ({"lyve": TARGETS["lyve"] | {"type": None}}, TARGET_MESSAGES["type"]),
+    "s3 without bucket": ({"lyve": TARGETS["lyve"] | {"bucket": None}}, TARGET_MESSAGES["s3 bucket"]),
+    "s3 bucket name": ({"lyve": TARGETS["lyve"] | {"bucket": "Lyve_Replica"}}, TARGET_MESSAGES["s3 bucket"]),
+    "s3 bucket with ..": ({"lyve": TARGETS["lyve"] | {"bucket": "a..b"}}, TARGET_MESSAGES["s3 bucket"]),
+    "s3 without endpoint": (
+        {"lyve": TARGETS["lyve"] | {"endpoint_url": None}},
+        TARGET_MESSAGES["s3 endpoint"],
+    ),
+    "s3 http endpoint": (
+        {"lyve": TARGETS["lyve"] | {"endpoint_url": "http://s3.example.com"}},
+        TARGET_MESSAGES["s3 endpoint"],
+    ),
+    "s3 addressing style": (
+        {"lyve": TARGETS["lyve"] | {"addressing_style": "dns"}},
+        TARGET_MESSAGES["style"],
+    ),
+    "s3 with a container": (
+        {"lyve": TARGETS["lyve"] | {"container": "replica"}},
+        TARGET_MESSAGES["s3 azure fields"],
+    ),
+    "azure with a bucket": (
+        {"a": TARGETS["azure-archive"] | {"bucket": "replica"}},
+        TARGET_MESSAGES["azure bucket"],
+    ),
+    "azure without container": (
+        {"a": TARGETS["azure-archive"] | {"container": None}},
+        TARGET_MESSAGES["container"],
+    ),
+    "azure container --": (
+        {"a": TARGETS["azure-archive"] | {"container": "re--plica"}},
+        TARGET_MESSAGES["container"],
+    ),
+    "azure container -end": (
+        {"a": TARGETS["azure-archive"] | {"container": "replica-"}},
+        TARGET_MESSAGES["container"],
+    ),
+    "azure container uppercase": (
+        {"a": TARGETS["azure-archive"] | {"container": "Replica"}},
+        TARGET_MESSAGES["container"],
+    ),
+    "azure container of 2": (
+        {"a": TARGETS["azure-archive"] | {"container": "ab"}},
+        TARGET_MESSAGES["container"],
+    ),
+    "azure container of 64": (
+        {"a": TARGETS["azure-archive"] | {"container": "a" * 64}},
+        TARGET_MESSAGES["container"],
+    ),
+    "azure with a region": (
+        {"a": TARGETS["azure-archive"] | {"region": "us-east-1"}},
+        TARGET_MESSAGES["azure s3 fields"],
+    ),
+    "azure http account url": (
+        {"a": TARGETS["azure-archive"] | {"account_url": "http://a.blob.core.windows.net"}},
+        TARGET_MESSAGES["account url"],
+    ),
+    "secret name, not ARN": (
+        {"lyve": TARGETS["lyve"] | {"secret_arn": "lyve-credentials"}},
+        TARGET_MESSAGES["secret"],
+    ),
+    "no secret": ({"lyve": TARGETS["lyve"] | {"secret_arn": None}}, TARGET_MESSAGES["secret"]),
+    "kms alias": (
+        {"lyve": TARGETS["lyve"] | {"secret_kms_key_arn": "arn:aws:kms:eu-west-1:123456789012:alias/x"}},
+        TARGET_MESSAGES["kms"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_TARGETS))
+def test_targets_refuses_invalid_entries_by_the_rule_that_says_why(case: str) -> None:
+    targets, message = REFUSED_TARGETS[case]
+    rules = variables()["targets"]["validation"]
+    failed = [
+        r["error_message"] for r in rules if not evaluate(r["condition"], targets=targets_value(targets))
+    ]
+    assert len(failed) == 1 and message in failed[0], (message, failed)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"type": "s3", "bucket": "a.b-c", "endpoint_url": "https://e.example", "addressing_style": "virtual"},
+        {"type": "s3", "bucket": "abc", "endpoint_url": "https://e.example", "region": "eu-central-1"},
+        {"type": "azure", "container": "abc"},
+        {"type": "azure", "container": "a" * 63, "account_url": "https://a.blob.core.windows.net"},
+        {"type": "azure", "container": "a-b-c"},
+    ],
+)
+def test_targets_accepts_valid_entries(entry: dict[str, Any]) -> None:
+    assert valid(
+        "targets", {"0": entry | {"secret_arn": LYVE_SECRET, "secret_kms_key_arn": MULTI_REGION_KEY}}
     )
-    assert execution_secret["resources"] == ["${var.secret}"]
+
+
+def test_targets_error_messages_say_what_is_wrong() -> None:
+    messages = " ".join(rule["error_message"] for rule in variables()["targets"]["validation"])
+    for expected in (
+        "at most 8 targets",
+        "^[a-z0-9][a-z0-9-]{0,31}$",
+        'type must be \\"s3\\" or \\"azure\\"',
+        "an s3 target needs `bucket`, a valid bucket name",
+        "an s3 target needs `endpoint_url`, an https:// URL",
+        "an azure target takes a `container`, not a `bucket`",
+        "an azure target needs `container`, a valid container name (3-63 characters",
+        "secret_arn must be the full ARN of a Secrets Manager secret",
+    ):
+        assert expected in messages, expected
+
+
+def test_each_target_has_a_failures_alarm_on_queue_and_target() -> None:
+    alarm = one("aws_cloudwatch_metric_alarm", "target_failures")
+    assert alarm["for_each"] == "${var.targets}"
+    assert (alarm["namespace"], alarm["metric_name"]) == ("${local.metrics_namespace}", "Failures")
+    assert alarm["dimensions"] == {"Queue": "${aws_sqs_queue.this.name}", "Target": "${each.key}"}
+    assert (alarm["statistic"], alarm["comparison_operator"], alarm["threshold"]) == (
+        "Sum",
+        "GreaterThanThreshold",
+        0,
+    )
+    # As the other alarms: notifies the topic both ways, quiet without data, tagged.
+    assert alarm["alarm_actions"] == alarm["ok_actions"] == "${local.alarm_actions}"
+    assert alarm["treat_missing_data"] == "notBreaching" and alarm["tags"] == "${local.tags}"
+    assert alarm["alarm_name"] == "${var.name}-failures-${each.key}"
+
+
+def test_with_targets_the_tasks_get_targets_instead_of_target_star() -> None:
+    environment = locals_()["target_environment"]
+    condition, _, single = environment.partition("] : [")
+    assert condition.startswith("${local.multi_target ? [")
+    assert '"TARGETS"' in condition and "jsonencode(local.targets_config)" in condition
+    assert "TARGET_" not in condition
+    for name in ("TARGET_BUCKET", "TARGET_ENDPOINT_URL", "TARGET_REGION"):
+        assert f'"{name}"' in single
+    assert "local.target_environment" in locals_()["common_environment"]
+    assert evaluate(locals_()["multi_target"]) is False
+    assert evaluate(locals_()["multi_target"], targets=targets_value(TARGETS)) is True
+
+
+def one_document(name: str) -> dict[str, Any]:
+    [body] = [
+        b
+        for item in CONFIG["data"]
+        for t, named in item.items()
+        if t == "aws_iam_policy_document"
+        for n, b in named.items()
+        if n == name
+    ]
+    return body  # type: ignore[no-any-return]
 
 
 def test_workers_may_requeue_interrupted_copies_and_dead_letter_permanent_failures() -> None:
@@ -1066,7 +1413,11 @@ def test_task_role_decrypts_source_objects_through_s3_only() -> None:
 def test_execution_role_decrypts_the_secret_through_secrets_manager_only() -> None:
     block = _dynamic_statement("execution", "DecryptTargetCredentials")
     assert evaluate(block["for_each"]) == []
-    assert evaluate(block["for_each"], secret_kms_key_arn=MULTI_REGION_KEY) == [MULTI_REGION_KEY]
+    assert evaluate(block["for_each"], secret_kms_key_arn=MULTI_REGION_KEY, secret=SECRET) == [
+        MULTI_REGION_KEY
+    ]
+    # No single secret (`targets`, refused by a precondition): no statement to build from it.
+    assert evaluate(block["for_each"], secret_kms_key_arn=MULTI_REGION_KEY) == []
     statement = block["content"][0]
     assert statement["actions"] == ["kms:Decrypt"]
     assert statement["resources"] == ["${statement.value}"]
@@ -1079,6 +1430,7 @@ def test_execution_role_decrypts_the_secret_through_secrets_manager_only() -> No
     ]
     secret = "arn:aws:secretsmanager:ap-southeast-2:123456789012:secret:lyve-credentials-AbCdEf"
     assert evaluate(locals_()["secret_region"], secret=secret) == "ap-southeast-2"
+    assert evaluate(locals_()["secret_region"], secret=None) is None  # `targets`: no single secret
     for task in ("worker", "migrate"):
         assert one("aws_ecs_task_definition", task)["execution_role_arn"] == "${aws_iam_role.execution.arn}"
 
@@ -1120,11 +1472,12 @@ def test_tasks_run_the_pushed_image_pinned_by_its_digest() -> None:
 
 
 def test_secret_field_names_are_the_same_in_ecs_the_code_and_the_docs() -> None:
-    injected = {}
-    for secret in locals_()["target_secrets"]:
-        match = re.fullmatch(r"\$\{var\.secret\}:([A-Za-z0-9_]+)::", secret["valueFrom"])
-        assert match, secret["valueFrom"]
-        injected[secret["name"]] = match.group(1)
+    injected = dict(
+        re.findall(
+            r'\{\s*name\s*=\s*"([A-Z_]+)",\s*valueFrom\s*=\s*"\$\{var\.secret\}:([A-Za-z0-9_]+)::"\s*\}',
+            str(locals_()["target_secrets"]),
+        )
+    )
     assert injected == {
         "TARGET_ACCESS_KEY_ID": _ACCESS_KEY_FIELDS[0],
         "TARGET_SECRET_ACCESS_KEY": _SECRET_KEY_FIELDS[0],

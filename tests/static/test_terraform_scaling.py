@@ -187,7 +187,8 @@ class RunResult:
     diagnostics: list[str] = field(default_factory=list)
 
 
-def _terraform_test(tmp: Path) -> tuple[dict[str, RunResult], str]:
+def _terraform_test(tmp: Path, runs: dict[str, str] = RUNS) -> tuple[dict[str, RunResult], str]:
+    """`terraform test` of these run blocks on a copy of terraform/; each run's status and diagnostics."""
     env = _environment(tmp, pins.SCHEMA_FILE)
     home = tmp / "home"
     home.mkdir()
@@ -201,7 +202,7 @@ def _terraform_test(tmp: Path) -> tuple[dict[str, RunResult], str]:
     (module / "tests").mkdir()
     # One file per run: a run that errors makes Terraform skip the rest of its file.
     header = HEADER.replace("LAMBDA_ZIP", str(lambda_zip))
-    for name, block in RUNS.items():
+    for name, block in runs.items():
         (module / "tests" / f"{name}.tftest.hcl").write_text(header + block)
     _install_provider(tmp / "plugins", terraform.platform)
     chdir = f"-chdir={module}"
@@ -212,7 +213,7 @@ def _terraform_test(tmp: Path) -> tuple[dict[str, RunResult], str]:
     )
     assert init.returncode == 0, init.stderr + init.stdout
     done = terraform.run([chdir, "test", "-json", "-no-color"], env, 600)
-    results = {name: RunResult() for name in RUNS}
+    results = {name: RunResult() for name in runs}
     for line in done.stdout.splitlines():
         event = json.loads(line)
         name = event.get("@testrun") or Path(event.get("@testfile", "")).name.removesuffix(".tftest.hcl")

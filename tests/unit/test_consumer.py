@@ -190,12 +190,61 @@ class ScriptedReconciler:
             action(cancel)
         return ReconcileResult(key, Outcome.COPIED, 1)
 
+    @property
+    def targets(self) -> dict[str, None]:
+        return {"lyve": None}
+
+    def reconcile_each(
+        self,
+        key: str,
+        names: list[str] | None,
+        cancel: threading.Event | None = None,
+        expected_size: int | None = None,
+    ) -> dict[str, ReconcileResult | BaseException]:
+        try:
+            return {"lyve": self.reconcile(key, cancel, expected_size)}
+        except Exception as exc:
+            return {"lyve": exc}
+
+
+class FanOutReconciler:
+    """Two targets, "lyve" and "azure"; per (key, target) an exception to end with, or success.
+    Records the target names each reconcile was asked for."""
+
+    def __init__(self, behaviour: dict[tuple[str, str], BaseException]) -> None:
+        self.targets = {"lyve": None, "azure": None}
+        self.behaviour = behaviour
+        self.asked: list[tuple[str, list[str] | None]] = []
+        self.engine = type("E", (), {"source": type("S", (), {"bucket": "source-bucket"})()})()
+
+    def reconcile_each(
+        self,
+        key: str,
+        names: list[str] | None,
+        cancel: threading.Event | None = None,
+        expected_size: int | None = None,
+    ) -> dict[str, ReconcileResult | BaseException]:
+        self.asked.append((key, names))
+        return {
+            name: self.behaviour.get((key, name)) or ReconcileResult(key, Outcome.COPIED, 1)
+            for name in (names or list(self.targets))
+        }
+
 
 def sqs_message(
-    key: str, handle: str, receives: int = 1, body: str | None = None, interruptions: int = 0
+    key: str,
+    handle: str,
+    receives: int = 1,
+    body: str | None = None,
+    interruptions: int = 0,
+    targets: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     message = ReplicationMessage(
-        bucket="source-bucket", key=key, event="ObjectCreated:Put", interruptions=interruptions
+        bucket="source-bucket",
+        key=key,
+        event="ObjectCreated:Put",
+        interruptions=interruptions,
+        targets=targets,
     )
     return {
         "MessageId": f"id-{handle}",
@@ -656,7 +705,7 @@ def test_the_worker_restarts_objects_as_often_as_the_settings_say(monkeypatch: p
     monkeypatch.setattr(reconcile, "object_retrying", spy)
     settings = settings_for(source_changed_restarts=7, integrity_restarts=4)
     engine = type("Engine", (), {"settings": settings_for(), "source": None, "target": None})()
-    runtime = type("Runtime", (), {"settings": settings, "engine": engine})()
+    runtime = type("Runtime", (), {"settings": settings, "engine": engine, "targets": None})()
     consumer = cli.build_consumer(runtime, MemorySQS([]), QUEUE_URL)  # type: ignore[arg-type]
     assert seen == [(7, 4)]
     assert consumer.reconciler.engine is engine
@@ -1028,3 +1077,94 @@ def test_a_part_told_to_stop_makes_no_further_request_attempt() -> None:
     with pytest.raises(CancelledError):
         request_retrying(5)(_unless_cancelled(cancel, flaky))
     assert len(attempts) == 1
+
+
+# -- several targets -------------------------------------------------------------------------------
+
+
+def fan_out(
+    messages: list[dict[str, Any]], behaviour: dict[tuple[str, str], BaseException], **tuning: Any
+) -> tuple[MemorySQS, FanOutReconciler]:
+    settings = settings_for(**tuning)
+    sqs = MemorySQS(messages)
+    sqs.pending = list(messages)
+    sqs.redrive_policy = {"deadLetterTargetArn": "arn:aws:sqs:us-east-1:123456789012:replication-dlq.fifo"}
+    reconciler = FanOutReconciler(behaviour)
+    QueueConsumer(settings, sqs, QUEUE_URL, reconciler).run(drain=True)  # type: ignore[arg-type]
+    return sqs, reconciler
+
+
+def test_a_target_that_fails_goes_on_alone_in_the_keys_group_and_the_others_are_done() -> None:
+    sqs, _ = fan_out([sqs_message("k", "h1")], {("k", "azure"): ConnectionError("azurite down")})
+    assert sqs.deleted == ["h1"]  # the healthy target's work is done: not redone
+    assert sqs.visibility == []  # no back-off for the message as a whole
+    (sent,) = sqs.sent
+    retry = ReplicationMessage.from_body(sent["MessageBody"])
+    assert sent["QueueUrl"] == QUEUE_URL
+    assert (retry.key, retry.targets) == ("k", ("azure",))
+    plain = ReplicationMessage(bucket="source-bucket", key="k", event="ObjectCreated:Put")
+    # The key's own group: a key is never worked on by two workers at once.
+    assert sent["MessageGroupId"] == retry.group_id == plain.group_id
+
+
+def test_a_message_for_one_target_is_reconciled_on_that_target_only_and_backs_off_there() -> None:
+    sqs, reconciler = fan_out(
+        [sqs_message("k", "h1", receives=2, targets=("azure",))], {("k", "azure"): ConnectionError("down")}
+    )
+    assert reconciler.asked == [("k", ["azure"])]
+    assert sqs.sent == []  # it failed for every target it names: backs off as a whole
+    assert sqs.final_visibility("h1") == 20
+    assert sqs.deleted == []
+
+
+def test_a_target_refusing_a_key_for_good_lands_in_the_dlq_naming_the_target() -> None:
+    refusal = UnstorableKeyError("the key has a segment over 255 bytes")
+    sqs, _ = fan_out([sqs_message("k", "h1")], {("k", "lyve"): refusal})
+    (sent,) = sqs.sent
+    assert sent["QueueUrl"].endswith("/replication-dlq.fifo")
+    assert ReplicationMessage.from_body(sent["MessageBody"]).targets == ("lyve",)
+    attributes = {name: value["StringValue"] for name, value in sent["MessageAttributes"].items()}
+    assert attributes["FailureTarget"] == "lyve"
+    assert attributes["FailureReason"] == refusal.reason
+    assert sqs.deleted == ["h1"]
+
+
+def test_when_every_target_fails_alike_the_message_backs_off_as_a_whole() -> None:
+    boom = ConnectionError("both down")
+    sqs, _ = fan_out([sqs_message("k", "h1")], {("k", "lyve"): boom, ("k", "azure"): boom})
+    assert sqs.sent == []
+    assert sqs.final_visibility("h1") == 10
+    assert sqs.deleted == []
+
+
+def test_a_hand_on_that_cannot_be_sent_backs_off_the_received_message() -> None:
+    settings = settings_for()
+    sqs = MemorySQS([sqs_message("k", "h1")])
+    sqs.pending = [sqs_message("k", "h1")]
+    sqs.send_fails = True
+    reconciler = FanOutReconciler({("k", "azure"): ConnectionError("down")})
+    QueueConsumer(settings, sqs, QUEUE_URL, reconciler).run(drain=True)  # type: ignore[arg-type]
+    assert sqs.deleted == []
+    assert sqs.final_visibility("h1") == 10  # comes back; "lyve" then finds its copy done
+
+
+def test_an_interrupted_lease_goes_back_naming_every_target_its_messages_named() -> None:
+    settings = settings_for(shutdown_deadline_seconds=1)
+    narrowed = sqs_message("k", "h1", targets=("azure",), interruptions=1)
+    everything = sqs_message("k", "h2")
+    sqs = MemorySQS([narrowed, everything])
+    sqs.pending = [narrowed, everything]
+
+    class Slow(FanOutReconciler):
+        def reconcile_each(self, key: str, names: Any, cancel: Any = None, expected_size: Any = None) -> Any:
+            assert cancel is not None
+            cancel.wait(10)
+            return {name: CancelledError("stopped") for name in (names or list(self.targets))}
+
+    consumer = QueueConsumer(settings, sqs, QUEUE_URL, Slow({}))  # type: ignore[arg-type]
+    stop_after(consumer, 0.5)
+    consumer.run()
+    (sent,) = sqs.sent
+    fresh = ReplicationMessage.from_body(sent["MessageBody"])
+    assert fresh.targets is None  # one of them named every target: nobody is dropped
+    assert sorted(sqs.deleted) == ["h1", "h2"]

@@ -120,3 +120,65 @@ def test_the_lease_cap_leaves_room_for_one_visibility_within_12_hours(env: pytes
         load_settings()
     env.setenv("MAX_LEASE_SECONDS", "42000")
     assert load_settings().max_lease_seconds == 42_000
+
+
+# -- several targets --------------------------------------------------------------------------------
+
+LYVE = {"type": "s3", "bucket": "lyve-replica", "endpoint_url": "https://lyve.example", "secret_id": "lyve"}
+AZURE = {"type": "azure", "container": "replica", "secret_id": "azure"}
+
+
+@pytest.fixture
+def targets_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    monkeypatch.setenv("SOURCE_BUCKET", "source-bucket")
+    for name in BASE:
+        if name.startswith("TARGET_"):
+            monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_targets_name_s3_and_azure_targets_and_each_s3_one_reads_as_the_single_target(
+    targets_env: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    targets_env.setenv("TARGETS", json.dumps({"lyve": LYVE, "azure": AZURE}))
+    settings = load_settings()
+    assert settings.target_names == ["lyve", "azure"]
+    lyve = settings.for_target("lyve")
+    assert (lyve.target_bucket, lyve.target_endpoint_url, lyve.target_secret_id) == (
+        "lyve-replica",
+        "https://lyve.example",
+        "lyve",
+    )
+    with pytest.raises(ConfigError, match="not an S3 target"):
+        settings.for_target("azure")
+    with pytest.raises(ConfigError, match="--reverse"):
+        settings.swapped()
+
+
+@pytest.mark.parametrize(
+    ("targets", "single", "expected"),
+    [
+        ({"lyve": LYVE}, {"TARGET_SECRET_ID": "x"}, "unset TARGET_SECRET_ID"),
+        ({"lyve": LYVE, "copy": LYVE}, {}, "copy and lyve name the same bucket"),
+        ({"Lyve": LYVE}, {}, "TARGETS"),
+        ({"lyve": {**LYVE, "type": "gcs"}}, {}, "TARGETS: lyve"),
+        ({"az": {**AZURE, "container": "Bad_Name"}}, {}, "TARGETS: az.container"),
+        ({"az": {"type": "azure", "container": "replica"}}, {}, "secret_id or connection_string"),
+        ({"lyve": {**LYVE, "endpoint_url": "http://lyve.example"}}, {}, "plain http"),
+        ({}, {}, "names no target"),
+    ],
+)
+def test_targets_that_cannot_work_are_refused_in_one_line_naming_the_target(
+    targets_env: pytest.MonkeyPatch, targets: dict[str, object], single: dict[str, str], expected: str
+) -> None:
+    import json
+
+    targets_env.setenv("TARGETS", json.dumps(targets))
+    for name, value in single.items():
+        targets_env.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,288 @@
+"""Migration (or a check) to several targets at once, or to one that is not S3-compatible.
+
+The source is listed once; each target's listing (ListObjectsV2 for an S3 target, the store's
+own list call for Azure Blob) is held in memory and sorted into the source's byte order, then
+merged with the source's. Each key that is missing, different or not provably ours on some
+targets is reconciled on those targets together, through the same Reconciler as the worker: one
+GET of a small source object serves every target, a large one is read per target (each has its
+own part layout and pace). Deletes (with --delete) look at the source again, key by key, just
+before each delete.
+
+Known limit: the targets' listings are held in memory (about 200 bytes per key): fine for
+millions of keys. One S3 target alone goes through runner.Migration (a streaming merge, listing
+splits, processes for small objects, shards, S3 Inventory).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from migrate.listing import StoreLister, sort_key
+from migrate.plan import Action, Decision, MergeStats, merge
+from migrate.progress import Progress
+from migrate.runner import Options, Summary
+from replicator.errors import (
+    ArchivedObjectError,
+    CancelledError,
+    PermanentError,
+    SourceBucketMissingError,
+    describe,
+)
+from replicator.lean_s3 import lean_path
+from replicator.logs import get_logger
+from replicator.looks import source_absent
+from replicator.objects import ObjectInfo, target_matches
+from replicator.reconcile import Outcome, Reconciler
+from replicator.store_target import StoreTarget
+from replicator.targets import S3Target, Target
+from replicator.transfer import TransferEngine
+
+log = get_logger("migrate")
+
+# How a key's decisions on several targets are shown as one: the most work wins.
+_WEIGHT = {Action.COPY: 3, Action.REPLACE: 2, Action.VERIFY: 1}
+
+
+@dataclass(frozen=True)
+class KeyWork:
+    """One source key and what each target needs for it (targets that need nothing left out)."""
+
+    key: str
+    source: ObjectInfo
+    decisions: dict[str, Decision]
+
+    @property
+    def decision(self) -> Decision:
+        """The key's decision for the summary and the progress bar."""
+        return max(self.decisions.values(), key=lambda d: _WEIGHT.get(d.action, 0))
+
+
+def _keyed(decisions: Iterable[Decision], index: int) -> Iterator[tuple[Any, int, Decision]]:
+    """A target's decisions as (place of the key, the target's index, decision)."""
+    for decision in decisions:
+        yield sort_key(decision.key), index, decision
+
+
+class StoreMigration:
+    def __init__(
+        self,
+        reader: TransferEngine,
+        targets: Sequence[Target],
+        options: Options,
+        progress: Progress | None = None,
+    ) -> None:
+        self.reader = reader
+        self.targets = list(targets)
+        self.options = options
+        self.progress = progress or Progress.quiet()
+        self.summary = Summary()
+        self.cancel = threading.Event()
+        self.stats = MergeStats()
+        self.reconciler = Reconciler(
+            reader, reader.settings, {t.name: t for t in self.targets}, fanout_threads=options.concurrency
+        )
+
+    def stop(self, *_: Any) -> None:
+        self.cancel.set()
+
+    def run(self) -> Summary:
+        started = time.monotonic()
+        deletes: dict[str, list[tuple[str, ObjectInfo]]] = {}
+        in_flight: set[Future[None]] = set()
+        limit = self.options.concurrency
+        try:
+            with ThreadPoolExecutor(limit, thread_name_prefix="object") as pool:
+                for work in self._work(deletes):
+                    if self.cancel.is_set():
+                        break
+                    decision = work.decision
+                    self.summary.plan(decision.action, decision.size)
+                    self.progress.planned(decision)
+                    if self.options.dry_run:
+                        continue
+                    while len(in_flight) >= limit:
+                        _, pending = wait(in_flight, return_when=FIRST_COMPLETED)
+                        in_flight = set(pending)
+                    in_flight.add(pool.submit(self._act, work))
+                self.progress.listing_done()
+                wait(in_flight)
+            if deletes and not self.cancel.is_set():
+                self._delete(deletes)
+        except SourceBucketMissingError as exc:
+            self.summary.source_missing = str(exc)
+        finally:
+            self.reconciler.close()
+        summary = self.summary.settle()
+        summary.cancelled = self.cancel.is_set()
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    # -- listings ---------------------------------------------------------------------------------
+
+    def _work(self, deletes: dict[str, list[tuple[str, ObjectInfo]]]) -> Iterator[KeyWork]:
+        """Each source key with work on some target; keys only on targets go to `deletes` (by
+        key: with --delete), or are differences (--check). The per-target merges run side by
+        side, key by key. A target that cannot be listed is reported and left out."""
+        source = sorted(self._source(), key=lambda o: sort_key(o.key))  # listed once, for all
+        streams = []
+        listed: list[Target] = []
+        for target in self.targets:
+            try:
+                listing = self._listing(target)
+            except Exception as exc:
+                log.error("target_listing_failed", target=target.name, error=describe(exc))
+                self.summary.fail(f"(listing of target {target.name})", describe(exc))
+                continue
+            stats = self.stats if not listed else MergeStats()
+            streams.append(_keyed(merge(source, listing, self.options.key_filter, stats), len(listed)))
+            listed.append(target)
+        for _, group in itertools.groupby(heapq.merge(*streams, key=lambda item: item[:2]), lambda i: i[0]):
+            work: dict[str, Decision] = {}
+            skipped: ObjectInfo | None = None
+            for _, index, decision in group:
+                name = listed[index].name
+                where = f"{name}: " if len(self.targets) > 1 else ""
+                if decision.action is Action.DELETE:
+                    if self.options.check and decision.target is not None:
+                        self.summary.differ(decision.key, f"{where}extra on target")
+                    elif self.options.delete and decision.target is not None:
+                        deletes.setdefault(decision.key, []).append((name, decision.target))
+                elif decision.action is Action.SKIP:
+                    skipped = decision.source
+                elif decision.source is not None:
+                    work[name] = decision
+            if work:
+                first = next(iter(work.values()))
+                assert first.source is not None
+                yield KeyWork(first.key, first.source, work)
+            elif skipped is not None:
+                self.summary.skipped(1, skipped.size)
+                self.progress.skipped(1)
+
+    def _source(self) -> Iterator[ObjectInfo]:
+        settings = self.reader.settings
+        lister = StoreLister(
+            self.reader.source, lean_path(self.reader.source, settings), settings.max_attempts
+        )
+        for page in lister.pages(self.options.key_filter.prefix, None):
+            for entry in page:
+                yield ObjectInfo.from_listing(entry)
+
+    def _listing(self, target: Target) -> list[ObjectInfo]:
+        prefix = self.options.key_filter.prefix
+        listed: Iterable[ObjectInfo]
+        if isinstance(target, S3Target):
+            end, settings = target.engine.target, target.engine.settings
+            lister = StoreLister(end, lean_path(end, settings), settings.max_attempts)
+            listed = [ObjectInfo.from_listing(e) for page in lister.pages(prefix, None) for e in page]
+        else:
+            assert isinstance(target, StoreTarget)
+            listed = [
+                ObjectInfo(o.key, o.size, o.etag, o.last_modified, complete=False)
+                for o in target.target.list(prefix)
+            ]
+        # A store's own order need not be S3's byte order (Azure's is by UTF-16 code unit).
+        return sorted(listed, key=lambda o: sort_key(o.key))
+
+    # -- one key ----------------------------------------------------------------------------------
+
+    def _act(self, work: KeyWork) -> None:
+        try:
+            if self.options.check:
+                self._check(work)
+            else:
+                self._copy(work)
+        except Exception as exc:  # a key's trouble is reported, never lost with its thread
+            log.error("copy_failed", key=work.key, error=describe(exc))
+            self.summary.fail(work.key, describe(exc))
+            self.progress.done(work.decision, 0, failed=True)
+
+    def _copy(self, work: KeyWork) -> None:
+        decision = work.decision
+        names = list(work.decisions)
+        absent = [name for name, d in work.decisions.items() if d.action is Action.COPY]
+        try:
+            results = self.reconciler.reconcile_each(
+                work.key, names, self.cancel, expected_size=work.source.size, absent=absent
+            )
+        except Exception as exc:  # the source could not be looked at: every target's failure
+            results = dict.fromkeys(names, exc)
+        failed = gone = False
+        archived: ArchivedObjectError | None = None
+        for name, result in results.items():
+            where = f"{name}: " if len(self.targets) > 1 else ""
+            if isinstance(result, CancelledError):
+                failed = True
+            elif isinstance(result, ArchivedObjectError):
+                archived = result
+            elif isinstance(result, PermanentError):
+                self.summary.refuse_key(work.key, f"{where}{result}")
+                failed = True
+            elif isinstance(result, BaseException):
+                log.error("copy_failed", key=work.key, target=name, error=describe(result))
+                self.summary.fail(work.key, f"{where}{describe(result)}")
+                failed = True
+            elif result.outcome is Outcome.DELETED:
+                gone = True
+        if gone:
+            self.summary.gone_since_listed(work.key)
+        if archived is not None:
+            self.summary.archive(work.key, str(archived))  # once, whatever the targets
+        counted = not failed and archived is None and not gone
+        if counted:
+            self.summary.finish(decision.action, work.source.size)
+        self.progress.done(decision, work.source.size if counted else 0, failed=failed)
+
+    def _check(self, work: KeyWork) -> None:
+        for name, decision in work.decisions.items():
+            where = f"{name}: " if len(self.targets) > 1 else ""
+            if decision.action is Action.ARCHIVED:
+                self.summary.archive(work.key, decision.reason or "archived, not copied")
+            elif decision.action is Action.COPY:
+                self.summary.differ(work.key, f"{where}missing on target")
+            elif decision.action is Action.REPLACE:
+                self.summary.differ(work.key, f"{where}{decision.reason or 'size differs'}")
+            else:
+                target = self.reconciler.targets[name]
+                existing = target.head(work.key)
+                if existing is None or not target_matches(work.source, existing):
+                    self.summary.differ(work.key, f"{where}content differs")
+        self.progress.done(work.decision, 0)
+
+    def _delete(self, candidates: dict[str, list[tuple[str, ObjectInfo]]]) -> None:
+        """Keys only on targets (with --delete): the source is looked at again, now, per key,
+        and the key deleted on each of its targets right after; a key back at the source stays."""
+        count = sum(len(on) for on in candidates.values())
+        limit = self.options.max_delete
+        if self.stats.source_keys == 0 and not self.options.allow_empty_source:
+            self.summary.deletes_refused = count
+            self.summary.deletes_refused_reason = (
+                "the source lists no object (--allow-empty-source mirrors an empty source)"
+            )
+            return
+        if limit is not None and count > limit:
+            self.summary.deletes_refused = count
+            self.summary.deletes_refused_reason = f"more than --max-delete {limit}"
+            return
+        for key, on in candidates.items():
+            for _, obj in on:
+                self.summary.plan(Action.DELETE, obj.size)
+            if self.options.dry_run or self.cancel.is_set():
+                continue
+            if not source_absent(self.reader.source, key):
+                self.summary.skip_delete(key)
+                continue
+            for name, obj in on:
+                try:
+                    self.reconciler.targets[name].delete(key)
+                except Exception as exc:
+                    self.summary.fail(key, f"delete on {name}: {describe(exc)}")
+                    continue
+                self.summary.finish(Action.DELETE, obj.size)
