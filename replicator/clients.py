@@ -113,8 +113,9 @@ def secrets_client(session: boto3.session.Session, secret_id: str) -> Any:
     return session.client("secretsmanager")
 
 
-def read_secret_credentials(session: boto3.session.Session, secret_id: str, variable: str) -> Credentials:
-    """Fetch {access key id, secret key} from a Secrets Manager secret's JSON."""
+def read_secret_json(session: boto3.session.Session, secret_id: str, variable: str) -> dict[str, Any]:
+    """A Secrets Manager secret's JSON object; StartupError naming `variable` and the secret
+    (never a value) when it cannot be read or is not an object."""
     try:
         value = secrets_client(session, secret_id).get_secret_value(SecretId=secret_id)
     except ClientError as exc:
@@ -128,6 +129,12 @@ def read_secret_credentials(session: boto3.session.Session, secret_id: str, vari
         raise StartupError(f"{variable}: secret {secret_id!r} is not a JSON object") from None
     if not isinstance(data, dict):
         raise StartupError(f"{variable}: secret {secret_id!r} is not a JSON object")
+    return data
+
+
+def read_secret_credentials(session: boto3.session.Session, secret_id: str, variable: str) -> Credentials:
+    """Fetch {access key id, secret key} from a Secrets Manager secret's JSON."""
+    data = read_secret_json(session, secret_id, variable)
     expected = (*_ACCESS_KEY_FIELDS, *_SECRET_KEY_FIELDS)
     values = [data.get(name) for name in expected]
     register_secrets(v for name, v in data.items() if name in _SECRET_KEY_FIELDS and isinstance(v, str))

@@ -7,14 +7,12 @@ through the S3 store. The Azure SDK is imported only when a deployment names an 
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
 
-from replicator.clients import Clients, clients_for_target, secrets_client
+from replicator.clients import Clients, clients_for_target, read_secret_json
 from replicator.errors import StartupError
 from replicator.logs import register_secrets
 from replicator.settings import AzureTargetConfig, S3TargetConfig, Settings
@@ -48,17 +46,7 @@ def azure_config(name: str, config: AzureTargetConfig, session: boto3.session.Se
 
 def _azure_secret(name: str, secret_id: str, session: boto3.session.Session) -> dict[str, SecretStr | str]:
     where = f"TARGETS: {name}: secret {secret_id!r}"
-    try:
-        value = secrets_client(session, secret_id).get_secret_value(SecretId=secret_id)
-        data = json.loads(value.get("SecretString") or "")
-    except ClientError as exc:
-        raise StartupError(f"{where}: {exc.response.get('Error', {}).get('Code', 'error')}") from None
-    except BotoCoreError as exc:
-        raise StartupError(f"{where}: Secrets Manager unreachable ({type(exc).__name__})") from None
-    except json.JSONDecodeError:
-        raise StartupError(f"{where} is not a JSON object") from None
-    if not isinstance(data, dict):
-        raise StartupError(f"{where} is not a JSON object")
+    data = read_secret_json(session, secret_id, f"TARGETS: {name}")
     found = {k: v for k, v in data.items() if k in _AZURE_SECRET_FIELDS and isinstance(v, str) and v}
     register_secrets(v for k, v in found.items() if k != "account_name")
     for connection_field in ("AccountKey=", "SharedAccessSignature="):
