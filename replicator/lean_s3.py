@@ -19,10 +19,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import select
 import ssl
-import threading
-import types
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +30,7 @@ from botocore.exceptions import ClientError
 from botocore.httpsession import get_cert_path
 
 from replicator.clients import Endpoint
+from replicator.lean_http import ThreadConnections
 from replicator.logs import get_logger
 from replicator.settings import Settings
 from replicator.sigv4 import SigV4Signer, query_string
@@ -67,34 +65,6 @@ _REQUEST_HEADERS = {
 STREAM_CHUNK = 1024 * 1024
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _AWS_S3_HOST = re.compile(r"^s3[.-]([a-z0-9-]+\.)?amazonaws\.com$")
-
-
-def _parse_headers(fp: Any) -> http.client.HTTPMessage:
-    """http.client.parse_headers without the email package's feed parser (about 20 us per
-    response, a tenth of a small object's copy): S3 answers with plain `Name: value` lines."""
-    message = http.client.HTTPMessage()
-    for line in http.client._read_headers(fp):  # type: ignore[attr-defined]  # the stdlib's limits
-        name, separator, value = line.decode("iso-8859-1").partition(":")
-        if separator:  # the email package's rules: name as is, value without leading blanks
-            message[name] = value.lstrip(" \t").rstrip("\r\n")
-    return message
-
-
-class _QuickHeadersResponse(http.client.HTTPResponse):
-    # The stdlib's own begin(), run with the header parser above in place of parse_headers:
-    # every other rule (status line, 100 Continue, chunking, keep-alive) stays the stdlib's.
-    begin = types.FunctionType(
-        http.client.HTTPResponse.begin.__code__,
-        {**vars(http.client), "parse_headers": _parse_headers},
-    )
-
-
-class _Connection(http.client.HTTPConnection):
-    response_class = _QuickHeadersResponse
-
-
-class _TLSConnection(http.client.HTTPSConnection):
-    response_class = _QuickHeadersResponse
 
 
 def lean_path(endpoint: Endpoint, settings: Settings) -> LeanS3 | None:
@@ -185,45 +155,21 @@ class LeanS3:
             raise LeanUnsupported(f"addressing style {style!r} on {endpoint.hostname}")
         self._https = endpoint.scheme == "https"
         self._host = host.lower()
-        self._timeout = max(connect_timeout, read_timeout)
-        self._ssl = _transport(client, self._https)
-        self._local = threading.local()
+        self._connections = ThreadConnections(
+            host.lower(), self._https, _transport(client, self._https), max(connect_timeout, read_timeout)
+        )
 
     def _connection(self) -> http.client.HTTPConnection:
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            if self._https:
-                connection = _TLSConnection(self._host, timeout=self._timeout, context=self._ssl)
-            else:
-                connection = _Connection(self._host, timeout=self._timeout)
-            self._local.connection = connection
-        return connection
+        return self._connections.connection()
 
     def _drop_connection(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+        self._connections.drop()
 
     def _forget(self, connection: http.client.HTTPConnection) -> None:
-        """Close `connection`, and stop reusing it if it is this thread's."""
-        connection.close()
-        if getattr(self._local, "connection", None) is connection:
-            self._local.connection = None
+        self._connections.forget(connection)
 
     def _stale(self) -> bool:
-        """Whether this thread's kept-alive connection was closed by the server meanwhile: an idle
-        connection with something to read has been (urllib3 makes the same check). A streamed body
-        cannot be sent a second time on a fresh one, so it is checked before sending."""
-        connection = getattr(self._local, "connection", None)
-        sock = getattr(connection, "sock", None)
-        if sock is None:
-            return False
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-        except (OSError, ValueError):
-            return True
-        return bool(readable)
+        return self._connections.stale()
 
     def _open(
         self,
@@ -232,23 +178,11 @@ class LeanS3:
         headers: dict[str, str],
         body: bytes | memoryview | RangeStream | None,
     ) -> http.client.HTTPResponse:
-        """Send a request and read the status and headers; the caller reads the body."""
-        for attempt in (1, 2):
-            connection = self._connection()
-            try:
-                connection.request(method, target, body=body, headers=headers)
-                return connection.getresponse()
-            except (http.client.HTTPException, ConnectionError):
-                # A kept-alive connection the server had closed: reconnect once, then give up
-                # (the caller's retry policy takes over). A streamed body that has begun cannot
-                # be sent again: the caller's retry reads the range again.
-                self._drop_connection()
-                if attempt == 2 or (isinstance(body, RangeStream) and body.started):
-                    raise
-            except BaseException:
-                self._drop_connection()  # a timeout leaves the connection mid-exchange
-                raise
-        raise AssertionError("unreachable")
+        """Send a request and read the status and headers; the caller reads the body. A streamed
+        body that has begun is never sent a second time."""
+        return self._connections.open(
+            method, target, headers, body, lambda: not (isinstance(body, RangeStream) and body.started)
+        )
 
     def _exchange(
         self,

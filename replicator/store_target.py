@@ -283,7 +283,7 @@ class StoreTarget:
         finally:
             self.budget.release(reserved)
 
-    def _put_whole(self, source: ObjectInfo, data: bytes) -> str:
+    def _put_whole(self, source: ObjectInfo, data: bytes | bytearray) -> str:
         """One put of the object's bytes, after checking them; returns their MD5."""
         if len(data) != source.size:
             raise IntegrityError(f"read {len(data)} bytes of {source.key!r}, expected {source.size}")

@@ -25,11 +25,13 @@ if TYPE_CHECKING:
 _AZURE_SECRET_FIELDS = ("connection_string", "account_name", "account_key")
 
 
-def azure_config(name: str, config: AzureTargetConfig, session: boto3.session.Session) -> AzureBlobConfig:
+def azure_config(
+    name: str, config: AzureTargetConfig, session: boto3.session.Session, lean_requests: bool = True
+) -> AzureBlobConfig:
     """The store's configuration, its credentials read from Secrets Manager when named there."""
     from replicator.stores.azure import AzureBlobConfig  # noqa: PLC0415 - the SDK only when used
 
-    fields: dict[str, Any] = {"container": config.container}
+    fields: dict[str, Any] = {"container": config.container, "lean_requests": lean_requests}
     if config.account_url:
         fields["account_url"] = config.account_url
     if config.connection_string is not None:
@@ -94,5 +96,5 @@ def _store_target(
     from replicator.stores.azure import AzureBlobStore  # noqa: PLC0415
     from replicator.stores.s3 import S3Store  # noqa: PLC0415
 
-    store = AzureBlobStore(azure_config(name, config, clients.session))
+    store = AzureBlobStore(azure_config(name, config, clients.session, settings.lean_requests))
     return StoreTarget(name, S3Store(clients.source, settings), store, settings, budget=budget)

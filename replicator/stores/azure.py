@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import math
 import os
 import re
@@ -67,6 +68,7 @@ from replicator.errors import (
     CopyError,
     IntegrityError,
     PermanentError,
+    RetryPolicy,
     SourceChangedError,
     UnstorableKeyError,
 )
@@ -86,6 +88,7 @@ from replicator.stores.base import (
     StoreUnavailableError,
     Upload,
 )
+from replicator.stores.lean_azure import AzureAnswer, LeanAzure, LeanUnsupported
 
 log = get_logger(__name__)
 
@@ -267,6 +270,35 @@ def _md5_header(md5_hex: str) -> dict[str, str]:
     return {"Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode()}
 
 
+_BLOB_HEADERS = (
+    ("content_type", "x-ms-blob-content-type"),
+    ("content_encoding", "x-ms-blob-content-encoding"),
+    ("content_language", "x-ms-blob-content-language"),
+    ("content_disposition", "x-ms-blob-content-disposition"),
+    ("cache_control", "x-ms-blob-cache-control"),
+)
+
+
+class _NotLean:
+    """What _lean_write gives back where the lean path does not apply."""
+
+
+_NOT_LEAN = _NotLean()
+
+
+def _blob_headers(
+    headers: ContentHeaders, metadata: Mapping[str, str], md5_hex: str | None = None
+) -> dict[str, str]:
+    """The request headers that set a blob's content headers and metadata on Put Blob and Put
+    Block List (the lean path's form of _content_settings and to_azure_metadata)."""
+    result = {name: str(value) for field, name in _BLOB_HEADERS if (value := getattr(headers, field))}
+    if md5_hex:
+        result["x-ms-blob-content-md5"] = base64.b64encode(bytes.fromhex(md5_hex)).decode()
+    for name, value in to_azure_metadata(metadata, headers).items():
+        result[f"x-ms-meta-{name}"] = value
+    return result
+
+
 def _plain_md5(value: str | None) -> str | None:
     return value if value and len(value) == 32 and set(value) <= _HEX else None
 
@@ -304,6 +336,8 @@ class AzureBlobConfig(BaseModel):
     max_pool_connections: int = Field(default=64, ge=1, le=1024)
     connect_timeout: int = Field(default=20, ge=1)
     read_timeout: int = Field(default=60, ge=1)
+    # Put Blob, Put Block and Put Block List through lean_azure (where it applies), not the SDK.
+    lean_requests: bool = True
 
     @field_validator("container")
     @classmethod
@@ -462,6 +496,16 @@ class AzureBlobStore:
         self.config = config
         self._account = config.account
         self._container = config.service_client().get_container_client(config.container)
+        self._lean: LeanAzure | None = None
+        if config.lean_requests:
+            try:
+                self._lean = LeanAzure(self._container, max(config.connect_timeout, config.read_timeout))
+            except LeanUnsupported as exc:
+                log.debug("lean_path_off", store=self.name, reason=str(exc))
+        # The lean path's retries, timed as the SDK's are here (service_client).
+        self._lean_retry = RetryPolicy(
+            config.max_attempts, 1, 8, lambda exc: isinstance(exc, StoreUnavailableError)
+        )
 
     @property
     def name(self) -> str:
@@ -564,6 +608,14 @@ class AzureBlobStore:
             raise ValueError(
                 f"{len(data)} bytes are above Put Blob's {MAX_SINGLE_PUT} byte limit: write in parts"
             )
+        md5_b64 = _md5_header(md5)["Content-MD5"]
+        etag = self._lean_write(
+            "Put Blob",
+            key,
+            lambda lean: lean.put_blob(key, data, md5_b64, _blob_headers(headers, metadata)),
+        )
+        if not isinstance(etag, _NotLean):
+            return etag or None
         body = bytes(data)
         result = self._call(
             "Put Blob",
@@ -591,8 +643,17 @@ class AzureBlobStore:
                 f"part {number}: {len(data)} bytes are above Azure's {MAX_BLOCK_SIZE} byte block limit"
             )
         block_id = block_id_for(upload.upload_id, number)
+        checksum = md5 or hashlib.md5(data).hexdigest()  # noqa: S324 (the service's integrity hash)
+        md5_b64 = _md5_header(checksum)["Content-MD5"]
+        staged = self._lean_write(
+            f"Put Block {number}",
+            upload.key,
+            lambda lean: lean.put_block(upload.key, block_id, data, md5_b64),
+            upload_id=upload.upload_id,
+        )
+        if not isinstance(staged, _NotLean):
+            return Part(number, block_id, len(data))
         body = data if isinstance(data, bytes) else bytes(data)
-        checksum = md5 or hashlib.md5(body).hexdigest()  # noqa: S324 (the service's integrity hash)
         self._call(
             f"Put Block {number}",
             upload.key,
@@ -614,6 +675,18 @@ class AzureBlobStore:
             if part.token != block_id_for(upload.upload_id, part.number):
                 raise ValueError(f"part {part.number} does not belong to upload {upload.upload_id}")
         md5 = _plain_md5(upload.metadata.get(META_MD5))
+        etag = self._lean_write(
+            "Put Block List",
+            upload.key,
+            lambda lean: lean.put_block_list(
+                upload.key,
+                [part.token for part in ordered],
+                _blob_headers(upload.headers, upload.metadata, md5),
+            ),
+            upload_id=upload.upload_id,
+        )
+        if not isinstance(etag, _NotLean):
+            return etag or None
         result = self._call(
             "Put Block List",
             upload.key,
@@ -735,19 +808,61 @@ class AzureBlobStore:
         except AzureError as exc:
             raise self._failure(exc, operation, key, upload_id) from exc
 
+    def _lean_write(
+        self, operation: str, key: str, call: Callable[[LeanAzure], T], upload_id: str | None = None
+    ) -> T | _NotLean:
+        """`call` on the lean path, retried as the SDK would be, its failures the store's errors;
+        _NOT_LEAN where that path does not apply (the caller uses the SDK)."""
+        lean = self._lean
+        if lean is None:
+            return _NOT_LEAN
+
+        def attempt() -> T:
+            try:
+                return call(lean)
+            except AzureAnswer as answer:
+                raise self._refusal(
+                    answer.status, answer.code, answer.message, operation, key, upload_id
+                ) from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._connection_trouble(type(exc).__name__, operation, key) from None
+
+        try:
+            return self._lean_retry(attempt)
+        except LeanUnsupported as exc:
+            if exc.endpoint_wide:
+                self._lean = None
+            log.debug("lean_path_off", store=self.name, reason=str(exc))
+            return _NOT_LEAN
+
+    def _place(self) -> str:
+        return f"container {self.config.container!r} of Azure Blob account {self._account!r}"
+
+    def _connection_trouble(self, kind: str, operation: str, key: str | None) -> StoreUnavailableError:
+        where = f"{operation} of {key!r}" if key is not None else operation
+        return StoreUnavailableError(f"{where} in {self._place()}: {kind} (connection trouble)")
+
     def _failure(
         self, exc: AzureError, operation: str, key: str | None, upload_id: str | None = None
     ) -> Exception:
         """The project's error for an SDK failure, in words that name no credential."""
-        where = f"{operation} of {key!r}" if key is not None else operation
-        place = f"container {self.config.container!r} of Azure Blob account {self._account!r}"
         if isinstance(exc, ServiceRequestError | ServiceResponseError):
-            return StoreUnavailableError(f"{where} in {place}: {type(exc).__name__} (connection trouble)")
+            return self._connection_trouble(type(exc).__name__, operation, key)
         if not isinstance(exc, HttpResponseError):
-            return CopyError(f"{where} in {place} failed: {type(exc).__name__}")
-        status, code = int(exc.status_code or 0), _code(exc)
+            where = f"{operation} of {key!r}" if key is not None else operation
+            return CopyError(f"{where} in {self._place()} failed: {type(exc).__name__}")
+        return self._refusal(
+            int(exc.status_code or 0), _code(exc), str(exc.message or ""), operation, key, upload_id
+        )
+
+    def _refusal(
+        self, status: int, code: str, text: str, operation: str, key: str | None, upload_id: str | None
+    ) -> Exception:
+        """The project's error for the service's answer `status` / `code` (and its message)."""
+        where = f"{operation} of {key!r}" if key is not None else operation
+        place = self._place()
         answer = f"{status} {code}".strip()
-        message = str(exc.message or "").lower()
+        message = text.lower()
         if status in (401, 403) or code in _AUTH_CODES:
             return StoreAccessError(
                 f"{place} refused {where} ({answer}): check the account key or connection string, "

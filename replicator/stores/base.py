@@ -222,7 +222,9 @@ class Store(Protocol):
         """The object's size, versions, headers and metadata; None when there is none."""
         ...
 
-    def read_range(self, key: str, start: int, length: int, expect: ObjectVersion | None = None) -> bytes:
+    def read_range(
+        self, key: str, start: int, length: int, expect: ObjectVersion | None = None
+    ) -> bytes | bytearray:
         """`length` bytes from `start`; with `expect`, only from that version (another one, or
         none: SourceChangedError)."""
         ...

@@ -373,7 +373,9 @@ class S3Store:
             version_id=info.version_id,
         )
 
-    def read_range(self, key: str, start: int, length: int, expect: ObjectVersion | None = None) -> bytes:
+    def read_range(
+        self, key: str, start: int, length: int, expect: ObjectVersion | None = None
+    ) -> bytes | bytearray:
         """Pinned to `expect`'s version id when it has one (a version never changes), else to its
         ETag (If-Match)."""
         if start < 0 or length < 0:
@@ -389,7 +391,7 @@ class S3Store:
             raise SourceChangedError(
                 f"read {len(data)} bytes of {key!r} at offset {start}, expected {length}: it is shorter now"
             )
-        return data if isinstance(data, bytes) else bytes(data)
+        return data
 
     def put(
         self, key: str, data: Data, headers: ContentHeaders, metadata: Mapping[str, str], md5: str

@@ -10,16 +10,18 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.storage.blob import ContainerClient
+from azure.storage.blob import BlobClient, ContainerClient
 from pydantic import SecretStr
 
 from local_stack.azurite import Azurite
+from local_stack.fault_proxy import FaultPlan, FaultProxy
 from local_stack.seaweed import free_port
 from replicator.errors import (
     INTEGRITY,
@@ -30,7 +32,7 @@ from replicator.errors import (
     object_restart_kind,
 )
 from replicator.objects import META_MD5, META_SOURCE_ETAG
-from replicator.stores.azure import AzureBlobConfig, AzureBlobStore, encode_name
+from replicator.stores.azure import AzureBlobConfig, AzureBlobStore, block_id_for, encode_name
 from replicator.stores.base import (
     ContentHeaders,
     ObjectVersion,
@@ -109,9 +111,12 @@ def config_for(azurite: Azurite, container: str, **overrides: object) -> AzureBl
     return AzureBlobConfig.model_validate(fields)
 
 
-@pytest.fixture
-def store(azurite: Azurite, container: ContainerClient) -> AzureBlobStore:
-    return AzureBlobStore(config_for(azurite, container.container_name))
+@pytest.fixture(params=[True, False], ids=["lean", "sdk"])
+def store(azurite: Azurite, container: ContainerClient, request: pytest.FixtureRequest) -> AzureBlobStore:
+    """The store as users run it (its writes on the lean path), and with the SDK for everything."""
+    store = AzureBlobStore(config_for(azurite, container.container_name, lean_requests=request.param))
+    assert (store._lean is not None) is request.param
+    return store
 
 
 def test_it_is_a_store(store: AzureBlobStore) -> None:
@@ -174,6 +179,37 @@ def test_objects_arrive_byte_identical_with_headers_and_metadata(
     assert head.to_object_info().known_md5 == md5
 
 
+def test_the_lean_path_writes_without_the_sdk(
+    azurite: Azurite, container: ContainerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = AzureBlobStore(config_for(azurite, container.container_name))
+
+    def refused(*_: object, **__: object) -> None:
+        raise AssertionError("the SDK was asked to write")
+
+    for method in ("upload_blob", "stage_block", "commit_block_list"):
+        monkeypatch.setattr(BlobClient, method, refused)
+    for size in (0, 1, THRESHOLD + 1):
+        data = payload(size)
+        md5 = write(store, f"lean-{size}", data)
+        blob = container.get_blob_client(f"lean-{size}")
+        assert blob.download_blob().readall() == data
+        props = blob.get_blob_properties()
+        assert props.metadata[encode_name("my-key")] == "dash"
+        assert props.content_settings.content_disposition == HEADERS.content_disposition
+        assert bytes(props.content_settings.content_md5 or b"").hex() == md5
+    assert store._lean is not None
+
+
+def test_a_header_value_outside_ascii_is_written_by_the_sdk_and_the_lean_path_stays(
+    azurite: Azurite, container: ContainerClient
+) -> None:
+    store = AzureBlobStore(config_for(azurite, container.container_name))
+    store.put("k", b"x", HEADERS, {"city": "Zürich"}, md5_hex(b"x"))
+    assert container.get_blob_client("k").get_blob_properties().metadata[encode_name("city")] == "Zürich"
+    assert store._lean is not None  # only that request went to the SDK
+
+
 def test_ranged_reads_are_pinned_to_the_version_looked_at(
     store: AzureBlobStore, container: ContainerClient
 ) -> None:
@@ -221,14 +257,23 @@ def test_a_part_without_md5_is_still_sent_with_one(
 ) -> None:
     sent: list[str | None] = []
     blob_client = container.get_blob_client("unhashed")
-    stage_block = blob_client.stage_block
+    if store._lean is not None:
+        put_block = store._lean.put_block
 
-    def spy(block_id: str, data: bytes, length: int, **kwargs: Any) -> Any:
-        sent.append(kwargs.get("headers", {}).get("Content-MD5"))
-        return stage_block(block_id, data, length, **kwargs)
+        def lean_spy(key: str, block_id: str, body: Any, md5_b64: str) -> None:
+            sent.append(md5_b64)
+            put_block(key, block_id, body, md5_b64)
 
-    monkeypatch.setattr(blob_client, "stage_block", spy)
-    monkeypatch.setattr(store, "_blob", lambda key: blob_client)
+        monkeypatch.setattr(store._lean, "put_block", lean_spy)
+    else:
+        stage_block = blob_client.stage_block
+
+        def spy(block_id: str, data: bytes, length: int, **kwargs: Any) -> Any:
+            sent.append(kwargs.get("headers", {}).get("Content-MD5"))
+            return stage_block(block_id, data, length, **kwargs)
+
+        monkeypatch.setattr(blob_client, "stage_block", spy)
+        monkeypatch.setattr(store, "_blob", lambda key: blob_client)
     upload = store.create_upload("unhashed", ContentHeaders(), {})
     part = store.upload_part(upload, 1, b"abc", None)
     assert sent == [base64.b64encode(hashlib.md5(b"abc").digest()).decode()]
@@ -387,6 +432,10 @@ def test_a_wrong_account_key_is_a_clear_error_without_the_secret(
         for attempt in (
             lambda s=store: s.head("x"),
             lambda s=store: s.put("x", b"1", HEADERS, {}, md5_hex(b"1")),
+            lambda s=store: s.upload_part(s.create_upload("x", HEADERS, {}), 1, b"1", None),
+            lambda s=store: s.complete(
+                upload := s.create_upload("x", HEADERS, {}), [Part(1, block_id_for(upload.upload_id, 1), 1)]
+            ),
             lambda s=store: list(s.list()),
         ):
             with pytest.raises(StoreAccessError) as caught:
@@ -433,9 +482,39 @@ def test_an_unreachable_endpoint_is_retryable(azurite: Azurite) -> None:
             connect_timeout=2,
         )
     )
-    with pytest.raises(StoreUnavailableError) as caught:
-        store.head("x")
-    assert is_retryable(caught.value)
+    assert store._lean is not None
+    for attempt in (
+        lambda: store.head("x"),
+        lambda: store.put("x", b"1", HEADERS, {}, md5_hex(b"1")),
+        lambda: store.upload_part(store.create_upload("x", HEADERS, {}), 1, b"1", None),
+    ):
+        with pytest.raises(StoreUnavailableError, match="connection trouble") as caught:
+            attempt()
+        assert is_retryable(caught.value)
+
+
+def test_lean_writes_are_retried_through_busy_answers_and_dropped_connections(
+    azurite: Azurite, container: ContainerClient
+) -> None:
+    plan = FaultPlan(slow_down=0.25, drop=0.1, seed=3)
+    with FaultProxy(azurite.blob_endpoint, plan) as proxy:
+        store = AzureBlobStore(
+            AzureBlobConfig(
+                container=container.container_name,
+                account_name=azurite.account_name,
+                account_key=SecretStr(azurite.account_key),
+                account_url=f"{proxy.endpoint_url}/{azurite.account_name}",
+                max_attempts=8,
+            )
+        )
+        assert store._lean is not None
+        sizes = [1, 100, THRESHOLD + 1, 2 * THRESHOLD + 7] * 3
+        datas = {f"busy-{n}": payload(size) for n, size in enumerate(sizes)}
+        with ThreadPoolExecutor(len(datas)) as pool:
+            list(pool.map(lambda item: write(store, *item), datas.items()))
+    assert plan.injected["slow_down"] and plan.injected["drop"]
+    for key, data in datas.items():
+        assert container.get_blob_client(key).download_blob().readall() == data
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from local_stack.seaweed import free_port
-from replicator.lean_s3 import LeanS3, LeanUnsupported, _QuickHeadersResponse
+from replicator.lean_http import QuickHeadersResponse
+from replicator.lean_s3 import LeanS3, LeanUnsupported
 from replicator.objects import ObjectInfo
 from tests.helpers import engine_for
 
@@ -53,7 +54,7 @@ RESPONSES = [
 
 @pytest.mark.parametrize("raw", RESPONSES)
 def test_quick_headers_response_reads_like_the_stdlib(raw: bytes) -> None:
-    ours = _QuickHeadersResponse(FakeSocket(raw))  # type: ignore[arg-type]
+    ours = QuickHeadersResponse(FakeSocket(raw))  # type: ignore[arg-type]
     theirs = http.client.HTTPResponse(FakeSocket(raw))  # type: ignore[arg-type]
     for response in (ours, theirs):
         response.begin()
@@ -224,13 +225,13 @@ def test_a_stream_closed_in_another_thread_closes_its_own_connection_only() -> N
         def elsewhere() -> None:
             own = lean._connection()
             body.close()  # as the garbage collector may, in whatever thread it runs
-            kept.append(lean._local.connection is own)
+            kept.append(lean._connections._local.connection is own)
 
         thread = threading.Thread(target=elsewhere)
         thread.start()
         thread.join()
         assert kept == [True]  # that thread's connection is untouched
-        assert lean._local.connection.sock is None  # the stream's own is closed: it reconnects
+        assert lean._connections._local.connection.sock is None  # the stream's own is closed: it reconnects
         body.close()  # twice: nothing more
 
 
