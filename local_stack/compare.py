@@ -26,22 +26,23 @@ def object_content(client: Any, bucket: str, key: str) -> Content:
     return Content(size, digest.hexdigest())
 
 
-def list_keys(client: Any, bucket: str) -> list[str]:
+def list_keys(client: Any, bucket: str, prefix: str = "") -> list[str]:
     keys: list[str] = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys.extend(o["Key"] for o in page.get("Contents", []))
     return keys
 
 
-def bucket_contents(client: Any, bucket: str) -> dict[str, Content]:
-    return {key: object_content(client, bucket, key) for key in list_keys(client, bucket)}
+def bucket_contents(client: Any, bucket: str, prefix: str = "") -> dict[str, Content]:
+    """Every object under `prefix`, read whole (only those: a shared bucket is not read in full)."""
+    return {key: object_content(client, bucket, key) for key in list_keys(client, bucket, prefix)}
 
 
-def container_contents(service: Any, container: str) -> dict[str, Content]:
-    """An Azure Blob container's blobs as Content (`service`: a BlobServiceClient)."""
+def container_contents(service: Any, container: str, prefix: str = "") -> dict[str, Content]:
+    """An Azure Blob container's blobs under `prefix` as Content (`service`: a BlobServiceClient)."""
     client = service.get_container_client(container)
     contents = {}
-    for blob in client.list_blobs():
+    for blob in client.list_blobs(name_starts_with=prefix or None):
         digest = hashlib.md5()  # noqa: S324
         size = 0
         for chunk in client.download_blob(blob.name).chunks():

@@ -82,12 +82,8 @@ def stack() -> Iterator[LocalStack]:
 
 def verify(stack: LocalStack, prefix: str) -> int:
     """Source == target under prefix, byte for byte, and no upload left; returns objects checked."""
-    source = {
-        k: v for k, v in bucket_contents(stack.source(), stack.source_bucket).items() if k.startswith(prefix)
-    }
-    target = {
-        k: v for k, v in bucket_contents(stack.target(), stack.target_bucket).items() if k.startswith(prefix)
-    }
+    source = bucket_contents(stack.source(), stack.source_bucket, prefix)
+    target = bucket_contents(stack.target(), stack.target_bucket, prefix)
     assert differences(source, target) == []
     uploads = (
         stack.target().list_multipart_uploads(Bucket=stack.target_bucket, Prefix=prefix).get("Uploads", [])

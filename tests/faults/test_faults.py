@@ -66,7 +66,10 @@ def worker_mid_copy(
     """A worker copying a new object of `mib` MiB one part at a time, caught mid-upload."""
     stack.source().upload_fileobj(io.BytesIO(os.urandom(mib * MIB)), stack.source_bucket, f"{prefix}big.bin")
     stack.invoker.pump()  # type: ignore[union-attr]
-    worker = stack.start_worker(env=stack.env(**({"PART_CONCURRENCY": "1"} | env)), **popen)
+    # A long poll under way when the worker stops goes on in the queue without it, and takes the
+    # next test's messages; Terraform keeps it shorter than the shutdown deadline, and so does this.
+    defaults = {"PART_CONCURRENCY": "1", "RECEIVE_WAIT_SECONDS": "1"}
+    worker = stack.start_worker(env=stack.env(**(defaults | env)), **popen)
     wait_for_upload(stack, prefix)
     return worker
 

@@ -78,21 +78,17 @@ def queue_empty(stack: LocalStack) -> bool:
     )
 
 
-def under(contents: dict[str, Content], prefix: str) -> dict[str, Content]:
-    return {k: v for k, v in contents.items() if k.startswith(prefix)}
-
-
 def lyve(stack: LocalStack, prefix: str) -> dict[str, Content]:
-    return under(bucket_contents(stack.target(), stack.target_bucket), prefix)
+    return bucket_contents(stack.target(), stack.target_bucket, prefix)
 
 
 def azure(stack: LocalStack, prefix: str) -> dict[str, Content]:
     assert stack.azure is not None
-    return under(container_contents(stack.azure.client(), stack.azure_container), prefix)
+    return container_contents(stack.azure.client(), stack.azure_container, prefix)
 
 
 def source(stack: LocalStack, prefix: str) -> dict[str, Content]:
-    return under(bucket_contents(stack.source(), stack.source_bucket), prefix)
+    return bucket_contents(stack.source(), stack.source_bucket, prefix)
 
 
 def dead_letters(stack: LocalStack) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ MIB = 1024 * 1024
 
 
 def contents(client: Any, bucket: str, prefix: str) -> dict[str, Any]:
-    return {k: v for k, v in bucket_contents(client, bucket).items() if k.startswith(prefix)}
+    return bucket_contents(client, bucket, prefix)
 
 
 def assert_in_sync(stack: LocalStack, prefix: str) -> None:
