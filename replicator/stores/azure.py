@@ -1,4 +1,6 @@
-"""Azure Blob Storage as a Store: block blobs through the Azure SDK (azure-storage-blob).
+"""Azure Blob Storage as a Store: block blobs through the Azure SDK (azure-storage-blob), the
+writes a copy makes per object and per block (Put Blob, Put Block, Put Block List) on a lean path
+(lean_azure) where it applies.
 
 Writes. put() is one Put Blob carrying the bytes' Content-MD5. In parts, each part is a block
 staged with Put Block and its Content-MD5 (the service refuses a block whose bytes do not match:
@@ -254,13 +256,19 @@ def from_azure_metadata(stored: Mapping[str, str]) -> tuple[dict[str, str], str 
     return {**foreign, **metadata}, expires
 
 
+def _trimmed(value: str | None) -> str | None:
+    # Header values go out trimmed (the SDK strips metadata; requests refuses a content header
+    # with leading blanks; the service trims what it signs): the same on both paths.
+    return value.strip() if value is not None else None
+
+
 def _content_settings(headers: ContentHeaders, md5_hex: str | None = None) -> ContentSettings:
     return ContentSettings(
-        content_type=headers.content_type,
-        content_encoding=headers.content_encoding,
-        content_language=headers.content_language,
-        content_disposition=headers.content_disposition,
-        cache_control=headers.cache_control,
+        content_type=_trimmed(headers.content_type),
+        content_encoding=_trimmed(headers.content_encoding),
+        content_language=_trimmed(headers.content_language),
+        content_disposition=_trimmed(headers.content_disposition),
+        cache_control=_trimmed(headers.cache_control),
         content_md5=bytearray(bytes.fromhex(md5_hex)) if md5_hex else None,
     )
 
@@ -291,11 +299,13 @@ def _blob_headers(
 ) -> dict[str, str]:
     """The request headers that set a blob's content headers and metadata on Put Blob and Put
     Block List (the lean path's form of _content_settings and to_azure_metadata)."""
-    result = {name: str(value) for field, name in _BLOB_HEADERS if (value := getattr(headers, field))}
+    # Values trimmed as on the SDK path (_trimmed): the service trims header values before it
+    # checks the signature, so a padded one would be refused as a bad signature.
+    result = {name: str(value).strip() for field, name in _BLOB_HEADERS if (value := getattr(headers, field))}
     if md5_hex:
         result["x-ms-blob-content-md5"] = base64.b64encode(bytes.fromhex(md5_hex)).decode()
     for name, value in to_azure_metadata(metadata, headers).items():
-        result[f"x-ms-meta-{name}"] = value
+        result[f"x-ms-meta-{name}"] = value.strip()
     return result
 
 
@@ -357,6 +367,19 @@ class AzureBlobConfig(BaseModel):
             except ValueError:
                 raise ValueError("the account key is not base64 (copy it whole from the portal)") from None
         return key
+
+    @field_validator("connection_string")
+    @classmethod
+    def _check_connection_key(cls, value: SecretStr | None) -> SecretStr | None:
+        key = _connection_fields(value.get_secret_value()).get("accountkey") if value is not None else None
+        if key:
+            try:
+                base64.b64decode(key, validate=True)
+            except ValueError:
+                raise ValueError(
+                    "the connection string's AccountKey is not base64 (copy the string whole from the portal)"
+                ) from None
+        return value
 
     @model_validator(mode="after")
     def _one_credential(self) -> AzureBlobConfig:
@@ -889,6 +912,6 @@ class AzureBlobStore:
             )
         if key is not None and code in _KEY_CODES:
             return UnstorableKeyError(f"{place} cannot store the key {key!r} ({answer})")
-        if status == 429 or status >= 500 or code in _BUSY_CODES:
+        if status in (408, 429) or status >= 500 or code in _BUSY_CODES:
             return StoreUnavailableError(f"{where} in {place}: {answer}")
         return CopyError(f"{where} in {place} failed: {answer}")

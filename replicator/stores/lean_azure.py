@@ -8,9 +8,10 @@ Shared Key exactly as the SDK signs (checked against its own policy in the tests
 caller's buffer on a keep-alive connection owned by the calling thread (lean_http). Everything
 else (reads, listings, deletes, metadata updates, the start-up check) stays with the SDK.
 
-The store decides when this path applies (AzureBlobStore): a Shared Key credential, no proxy or
-CA bundle settings in the environment (the SDK's requests session would apply them), and header
-values in printable ASCII. Anything else raises LeanUnsupported and the SDK serves it.
+LeanAzure() decides whether this path applies to a store's container: a Shared Key credential, no
+proxy that applies to the endpoint (the SDK's requests session would go through it), a CA bundle
+it can load (the one requests would use); and each request, whether its header values are printable
+ASCII. Anything else raises LeanUnsupported and the store uses the SDK.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import http.client
 import os
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -31,6 +31,7 @@ from xml.etree import ElementTree as ET
 import certifi
 import requests
 import requests.utils
+from azure.storage.blob._shared.authentication import _storage_header_sort
 
 from replicator.lean_http import ThreadConnections
 
@@ -59,23 +60,19 @@ class LeanUnsupported(Exception):
         self.endpoint_wide = endpoint_wide
 
 
-@dataclass(frozen=True)
 class AzureAnswer(Exception):
     """A refusal from the service: its status, error code and message (no credentials)."""
 
-    status: int
-    code: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.code}: {self.message}"
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
 
 
 def _header_order(names: list[str]) -> list[str]:
     # The SDK sorts x-ms-* names with a collation of its own (the service's); reusing it keeps
     # one definition of that order rather than a copy that could drift from it.
-    from azure.storage.blob._shared.authentication import _storage_header_sort  # noqa: PLC0415
-
     return [name for name, _ in _storage_header_sort([(name, "") for name in names])]
 
 
@@ -84,7 +81,11 @@ class SharedKeySigner:
 
     def __init__(self, account: str, key: str) -> None:
         self.account = account
-        self._key = base64.b64decode(key)
+        try:
+            # Kept as a keyed HMAC, copied per request: the key's bytes are held nowhere else.
+            self._mac = hmac.new(base64.b64decode(key, validate=True), digestmod=hashlib.sha256)
+        except ValueError:
+            raise LeanUnsupported("the account key is not base64") from None
 
     def string_to_sign(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str]
@@ -103,9 +104,9 @@ class SharedKeySigner:
     def authorization(
         self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str]
     ) -> str:
-        digest = hmac.new(
-            self._key, self.string_to_sign(method, path, query, headers).encode("utf-8"), hashlib.sha256
-        ).digest()
+        mac = self._mac.copy()
+        mac.update(self.string_to_sign(method, path, query, headers).encode("utf-8"))
+        digest = mac.digest()
         return f"SharedKey {self.account}:{base64.b64encode(digest).decode()}"
 
 
@@ -132,9 +133,7 @@ class LeanAzure:
         self._version = str(container_client.api_version)
         self._path = url.path.rstrip("/")
         https = url.scheme == "https"
-        self._connections = ThreadConnections(
-            url.netloc, https, ssl.create_default_context(cafile=_ca_bundle()) if https else None, timeout
-        )
+        self._connections = ThreadConnections(url.netloc, https, _tls_context() if https else None, timeout)
 
     def put_blob(
         self, key: str, body: bytes | bytearray | memoryview, md5_b64: str, headers: Mapping[str, str]
@@ -190,13 +189,25 @@ def _answer(response: http.client.HTTPResponse, data: bytes) -> AzureAnswer:
         root = ET.fromstring(data)  # noqa: S314 (the service's own error document)
     except ET.ParseError:
         return AzureAnswer(response.status, code, message)
-    found = (root.findtext("Message") or "").strip()
+    # The message's first line, then the details the service adds (HeaderName, Reason, ...),
+    # as the SDK's error text carries them.
+    found = (root.findtext("Message") or "").strip().splitlines()[:1]
+    details = [
+        f"{child.tag}:{(child.text or '').strip()}" for child in root if child.tag not in ("Code", "Message")
+    ]
     return AzureAnswer(
-        response.status, code or root.findtext("Code") or "", found.splitlines()[0] if found else message
+        response.status, code or root.findtext("Code") or "", " ".join(found + details) or message
     )
 
 
-def _ca_bundle() -> str:
-    """The CA bundle the SDK's requests session verifies with: REQUESTS_CA_BUNDLE or
-    CURL_CA_BUNDLE where set (requests reads them as this product's session does), else certifi's."""
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+def _tls_context() -> ssl.SSLContext:
+    """Verification against the CA bundle the SDK's requests session uses: REQUESTS_CA_BUNDLE or
+    CURL_CA_BUNDLE where set (a file or a directory, as requests reads them), else certifi's. A
+    bundle this path cannot load leaves the endpoint to the SDK, which reports it in its words."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    try:
+        if os.path.isdir(bundle):
+            return ssl.create_default_context(capath=bundle)
+        return ssl.create_default_context(cafile=bundle)
+    except (OSError, ValueError) as exc:
+        raise LeanUnsupported(f"CA bundle {bundle!r} unusable: {exc}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -15,9 +16,10 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
-from replicator.stores.azure import encode_name
-from replicator.stores.lean_azure import LeanAzure, LeanUnsupported, SharedKeySigner
+from replicator.stores.azure import AzureBlobConfig, encode_name
+from replicator.stores.lean_azure import LeanAzure, LeanUnsupported, SharedKeySigner, _answer
 
 KEY = base64.b64encode(os.urandom(64)).decode()
 ENDPOINT = "http://127.0.0.1:10000/acct"
@@ -106,3 +108,43 @@ def test_a_proxy_for_the_endpoint_is_left_to_the_sdk_unless_no_proxy_exempts_it(
         LeanAzure(container(SHARED_KEY), 5)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     LeanAzure(container(SHARED_KEY), 5)
+
+
+def test_a_connection_string_whose_key_is_not_base64_is_refused_by_name_without_the_key() -> None:
+    bad = SHARED_KEY.replace(KEY, "not*base64!secretish")
+    with pytest.raises(ValueError, match="AccountKey is not base64") as caught:
+        AzureBlobConfig(container="box", connection_string=SecretStr(bad))
+    assert "secretish" not in str(caught.value)
+
+
+def test_a_ca_directory_is_used_and_an_unusable_bundle_leaves_tls_to_the_sdk(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    https = SHARED_KEY.replace(ENDPOINT, "https://acct.blob.core.windows.net")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))  # a directory, as requests allows
+    LeanAzure(container(https), 5)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    with pytest.raises(LeanUnsupported, match="CA bundle"):
+        LeanAzure(container(https), 5)
+
+
+def test_a_refusal_carries_the_services_details() -> None:
+    class Answer:
+        status, reason = 400, "Bad Request"
+
+        @staticmethod
+        def getheader(name: str) -> str | None:
+            return "InvalidHeaderValue" if name == "x-ms-error-code" else None
+
+    body = (
+        b'<?xml version="1.0" encoding="utf-8"?><Error><Code>InvalidHeaderValue</Code>'
+        b"<Message>The value for one of the HTTP headers is not in the correct format.\nRequestId:1"
+        b"</Message><HeaderName>Content-MD5</HeaderName><HeaderValue>abc</HeaderValue></Error>"
+    )
+    answer = _answer(Answer(), body)  # type: ignore[arg-type]
+    assert (answer.status, answer.code) == (400, "InvalidHeaderValue")
+    assert "HeaderName:Content-MD5" in answer.message
+    assert "RequestId" not in answer.message
