@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
 import threading
@@ -185,6 +186,10 @@ class QueueConsumer:
         wait_seconds = (
             min(1, self.settings.receive_wait_seconds) if self._drain else self.settings.receive_wait_seconds
         )
+        # A poll must end before the shutdown deadline: one still open when the process is gone
+        # takes a message nobody will work on, invisible for the visibility timeout (Terraform
+        # sets the queue's wait so; this holds for any setting).
+        wait_seconds = min(wait_seconds, max(0, math.floor(self.settings.shutdown_deadline_seconds) - 2))
         while not self.stop_receiving.is_set():
             try:
                 if self._receive_once(wait_seconds):

@@ -308,6 +308,24 @@ def test_messages_of_one_key_are_coalesced_and_deleted_after_success() -> None:
     assert sorted(sqs.deleted) == ["h1", "h2", "h3"]
 
 
+@pytest.mark.parametrize(("deadline", "wait", "polled"), [(3, 10, 1), (2, 5, 0), (25, 10, 10), (15, 20, 13)])
+def test_a_long_poll_ends_before_the_shutdown_deadline(deadline: float, wait: int, polled: int) -> None:
+    """A poll still open when the process is gone would take a message nobody works on."""
+    waits: list[int] = []
+
+    class Recording(MemorySQS):
+        def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+            waits.append(kwargs["WaitTimeSeconds"])
+            return super().receive_message(**kwargs)
+
+    consumer, _, _ = make(
+        [], {}, sqs=Recording([]), receive_wait_seconds=wait, shutdown_deadline_seconds=deadline
+    )
+    stop_after(consumer, 0.3)
+    assert consumer.run() == 0
+    assert waits and set(waits) == {polled}
+
+
 def test_finished_messages_of_different_keys_are_deleted_together() -> None:
     """Twelve keys finished at about the same time: one DeleteMessageBatch as soon as ten are
     waiting, one for the rest (here at shutdown: the flush delay is longer than the run)."""
