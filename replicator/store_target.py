@@ -55,7 +55,7 @@ from replicator.stores.base import (
     UpdatesMetadata,
     Upload,
 )
-from replicator.transfer import ByteBudget, CopyResult, _MultipartProgress
+from replicator.transfer import ByteBudget, CopyResult, MultipartProgress
 
 log = get_logger(__name__)
 
@@ -310,7 +310,7 @@ class StoreTarget:
         hashing = self.settings.whole_object_md5 or known is not None
         headers = ContentHeaders.from_s3(source.headers)
         upload = self.target.create_upload(key, headers, self._metadata(source, known))
-        progress = _MultipartProgress(self.budget, hashing)
+        progress = MultipartProgress(self.budget, hashing)
         reading = _ReadReservations(self.budget)
         failed = threading.Event()
         futures: list[Future[Part]] = []
@@ -373,7 +373,7 @@ class StoreTarget:
         number: int,
         start: int,
         length: int,
-        progress: _MultipartProgress,
+        progress: MultipartProgress,
         reading: _ReadReservations,
         cancel: threading.Event,
         failed: threading.Event,

@@ -204,7 +204,7 @@ class _Incomplete:
     parts: dict[int, tuple[int, str]] | None
 
 
-class _MultipartProgress:
+class MultipartProgress:
     """Per-upload state: part ETags, the release of part buffers and, when asked for, the
     in-order whole-object MD5.
 
@@ -917,7 +917,7 @@ class TransferEngine:
                 obj.key, lambda: self.target.client.create_multipart_upload(**create_args)
             )
             upload_id = created["UploadId"]
-        progress = _MultipartProgress(self.budget, hashing)
+        progress = MultipartProgress(self.budget, hashing)
         # Chained and not hashed, a part needs its bytes only on their way through: it streams
         # from the source's GET into the target's UploadPart with one small buffer.
         streaming = (
@@ -1040,7 +1040,7 @@ class TransferEngine:
         upload_id: str,
         layout: _Layout,
         number: int,
-        progress: _MultipartProgress,
+        progress: MultipartProgress,
         cancel: threading.Event,
         failed: threading.Event,
         kept_etag: str | None,
@@ -1074,7 +1074,7 @@ class TransferEngine:
         upload_id: str,
         layout: _Layout,
         number: int,
-        progress: _MultipartProgress,
+        progress: MultipartProgress,
         cancel: threading.Event,
         failed: threading.Event,
         kept_etag: str | None,
@@ -1129,7 +1129,7 @@ class TransferEngine:
         upload_id: str,
         layout: _Layout,
         number: int,
-        progress: _MultipartProgress,
+        progress: MultipartProgress,
         cancel: threading.Event,
         failed: threading.Event,
         kept_etag: str | None,
