@@ -4,8 +4,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from azure.storage.blob import ContainerClient
 from moto.server import ThreadedMotoServer
 
+from local_stack.azurite import Azurite
 from local_stack.seaweed import SeaweedS3
 from local_stack.stack import LocalStack
 from replicator.clients import Endpoint, build_clients
@@ -35,6 +37,22 @@ def lyve() -> Iterator[SeaweedS3]:
     """SeaweedFS on loopback, started for the module that asks for it and stopped after it."""
     with SeaweedS3() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def azurite() -> Iterator[Azurite]:
+    """Azurite on loopback, started for the module that asks for it and stopped after it."""
+    with Azurite() as server:
+        yield server
+
+
+@pytest.fixture
+def container(azurite: Azurite) -> Iterator[ContainerClient]:
+    """A fresh container, read with the plain SDK (not through the store under test)."""
+    client = azurite.client().get_container_client(f"c-{uuid.uuid4().hex[:12]}")
+    client.create_container()
+    yield client
+    client.delete_container()
 
 
 @pytest.fixture(scope="module")

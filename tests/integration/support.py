@@ -4,7 +4,9 @@ settings, engines, buckets, source objects and a refusing proxy."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
 
 from local_stack import aws
 from local_stack.fault_proxy import FaultPlan, FaultProxy
@@ -12,6 +14,10 @@ from local_stack.seaweed import SeaweedS3
 from replicator.clients import Endpoint, build_clients
 from replicator.settings import Settings
 from replicator.transfer import TransferEngine
+
+if TYPE_CHECKING:
+    from local_stack.azurite import Azurite
+    from replicator.stores.azure import AzureBlobConfig
 
 
 def settings_through(
@@ -170,3 +176,16 @@ def engine_through(
     engine = TransferEngine(clients.source, clients.target, settings)
     assert (engine._lean_source is not None) == settings.lean_requests
     return engine
+
+
+def azure_config(azurite: Azurite, container: str, **overrides: object) -> AzureBlobConfig:
+    """An Azure Blob store's configuration for a container of `azurite` (few retries: the server
+    is local)."""
+    from replicator.stores.azure import AzureBlobConfig
+
+    fields: dict[str, object] = {
+        "container": container,
+        "connection_string": SecretStr(azurite.connection_string),
+        "max_attempts": 2,
+    }
+    return AzureBlobConfig.model_validate(fields | overrides)

@@ -8,8 +8,6 @@ import base64
 import hashlib
 import logging
 import os
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +40,7 @@ from replicator.stores.base import (
     StoreMissingError,
     StoreUnavailableError,
 )
+from tests.integration.support import azure_config
 
 pytestmark = pytest.mark.integration
 
@@ -86,35 +85,10 @@ def write(store: Store, key: str, data: bytes, headers: ContentHeaders = HEADERS
     return md5
 
 
-@pytest.fixture(scope="module")
-def azurite() -> Iterator[Azurite]:
-    with Azurite() as server:
-        yield server
-
-
-@pytest.fixture
-def container(azurite: Azurite) -> Iterator[ContainerClient]:
-    """A fresh container, read with the plain SDK."""
-    client = azurite.client().get_container_client(f"c-{uuid.uuid4().hex[:12]}")
-    client.create_container()
-    yield client
-    client.delete_container()
-
-
-def config_for(azurite: Azurite, container: str, **overrides: object) -> AzureBlobConfig:
-    fields: dict[str, object] = {
-        "container": container,
-        "connection_string": SecretStr(azurite.connection_string),
-        "max_attempts": 2,
-    }
-    fields.update(overrides)
-    return AzureBlobConfig.model_validate(fields)
-
-
 @pytest.fixture(params=[True, False], ids=["lean", "sdk"])
 def store(azurite: Azurite, container: ContainerClient, request: pytest.FixtureRequest) -> AzureBlobStore:
     """The store as users run it (its writes on the lean path), and with the SDK for everything."""
-    store = AzureBlobStore(config_for(azurite, container.container_name, lean_requests=request.param))
+    store = AzureBlobStore(azure_config(azurite, container.container_name, lean_requests=request.param))
     assert (store._lean is not None) is request.param
     return store
 
@@ -182,7 +156,7 @@ def test_objects_arrive_byte_identical_with_headers_and_metadata(
 def test_the_lean_path_writes_without_the_sdk(
     azurite: Azurite, container: ContainerClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = AzureBlobStore(config_for(azurite, container.container_name))
+    store = AzureBlobStore(azure_config(azurite, container.container_name))
 
     def refused(*_: object, **__: object) -> None:
         raise AssertionError("the SDK was asked to write")
@@ -204,7 +178,7 @@ def test_the_lean_path_writes_without_the_sdk(
 def test_a_header_value_outside_ascii_is_written_by_the_sdk_and_the_lean_path_stays(
     azurite: Azurite, container: ContainerClient
 ) -> None:
-    store = AzureBlobStore(config_for(azurite, container.container_name))
+    store = AzureBlobStore(azure_config(azurite, container.container_name))
     store.put("k", b"x", HEADERS, {"city": "Zürich"}, md5_hex(b"x"))
     assert container.get_blob_client("k").get_blob_properties().metadata[encode_name("city")] == "Zürich"
     assert store._lean is not None  # only that request went to the SDK
@@ -441,7 +415,7 @@ def test_a_wrong_account_key_is_a_clear_error_without_the_secret(
             account_url=azurite.blob_endpoint,
             max_attempts=2,
         ),
-        config_for(
+        azure_config(
             azurite,
             container.container_name,
             connection_string=SecretStr(azurite.connection_string.replace(azurite.account_key, wrong_key)),
@@ -475,7 +449,7 @@ def test_a_wrong_account_key_is_a_clear_error_without_the_secret(
 
 
 def test_a_missing_container_is_a_clear_error(azurite: Azurite) -> None:
-    store = AzureBlobStore(config_for(azurite, "no-such-container"))
+    store = AzureBlobStore(azure_config(azurite, "no-such-container"))
     for attempt in (
         lambda: store.head("x"),
         lambda: store.put("x", b"1", HEADERS, {}, md5_hex(b"1")),

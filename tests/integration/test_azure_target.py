@@ -51,7 +51,7 @@ from replicator.stores.base import (
     UpdatesMetadata,
 )
 from replicator.stores.s3 import S3Store
-from tests.integration.support import drop_bucket, settings_for
+from tests.integration.support import azure_config, drop_bucket, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -143,28 +143,8 @@ class Source:
         return {k.lower() if self.kind == "s3" else k: v for k, v in metadata.items()}
 
 
-@pytest.fixture(scope="module")
-def azurite() -> Iterator[Azurite]:
-    with Azurite() as server:
-        yield server
-
-
-@pytest.fixture
-def container(azurite: Azurite) -> Iterator[ContainerClient]:
-    """The target container, read back with the plain SDK."""
-    client = azurite.client().get_container_client(f"t-{uuid.uuid4().hex[:12]}")
-    client.create_container()
-    yield client
-    client.delete_container()
-
-
 def azure_store(azurite: Azurite, container: str, **overrides: object) -> AzureBlobStore:
-    fields: dict[str, object] = {
-        "container": container,
-        "connection_string": SecretStr(azurite.connection_string),
-        "max_attempts": 2,
-    }
-    return AzureBlobStore(AzureBlobConfig.model_validate(fields | overrides))
+    return AzureBlobStore(azure_config(azurite, container, **overrides))
 
 
 @pytest.fixture
