@@ -22,7 +22,8 @@ from migrate.keyspace import shared_prefix as common_prefix
 from replicator.aws_endpoint import on_aws
 from replicator.clients import Endpoint
 from replicator.errors import SourceBucketMissingError, describe, error_code, request_retrying
-from replicator.lean_s3 import LeanS3, LeanUnsupported
+from replicator.lean_http import LeanUnsupported
+from replicator.lean_s3 import LeanS3
 from replicator.logs import get_logger
 from replicator.objects import ObjectInfo
 

@@ -19,6 +19,15 @@ from typing import Any
 Body = bytes | memoryview | Iterable[Any] | None
 
 
+class LeanUnsupported(Exception):
+    """This request is better left to the full client (boto3, the Azure SDK), and, endpoint_wide,
+    every later one too."""
+
+    def __init__(self, reason: str, endpoint_wide: bool = True) -> None:
+        super().__init__(reason)
+        self.endpoint_wide = endpoint_wide
+
+
 def _parse_headers(fp: Any) -> http.client.HTTPMessage:
     """http.client.parse_headers without the email package's feed parser."""
     message = http.client.HTTPMessage()

@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 from botocore.httpsession import get_cert_path
 
 from replicator.clients import Endpoint
-from replicator.lean_http import ThreadConnections
+from replicator.lean_http import LeanUnsupported, ThreadConnections
 from replicator.logs import get_logger
 from replicator.settings import Settings
 from replicator.sigv4 import SigV4Signer, query_string
@@ -79,14 +79,6 @@ def lean_path(endpoint: Endpoint, settings: Settings) -> LeanS3 | None:
     except LeanUnsupported as exc:
         log.debug("lean_path_off", side=endpoint.name, reason=str(exc))
         return None
-
-
-class LeanUnsupported(Exception):
-    """This request is better left to boto3 (and, endpoint_wide, every later one too)."""
-
-    def __init__(self, reason: str, endpoint_wide: bool = True) -> None:
-        super().__init__(reason)
-        self.endpoint_wide = endpoint_wide
 
 
 @dataclass

@@ -153,8 +153,11 @@ class Reconciler:
     ) -> Look:
         threshold = self.settings.multipart_threshold
         # A key every target refuses is not worth its bytes: the HEAD path raises the refusal.
-        wanted = any(target.refusal(key) is None for target in targets)
-        if expected_size is not None and expected_size < threshold and wanted:
+        if (
+            expected_size is not None
+            and expected_size < threshold
+            and any(target.refusal(key) is None for target in targets)
+        ):
             return self._look_by_get(key, expected_size, held)
         return self._look_by_head(key)
 

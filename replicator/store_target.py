@@ -135,6 +135,10 @@ class StoreTarget:
         self.target = target
         self.settings = settings
         self.budget = budget or ByteBudget(settings.max_buffer_bytes)
+        # The store's optional abilities, looked up once (a Protocol isinstance costs microseconds,
+        # and refusal() runs several times per key).
+        self._refuses = target if isinstance(target, RefusesKeys) else None
+        self._updates = target if isinstance(target, UpdatesMetadata) else None
         self._parts = ThreadPoolExecutor(
             max_workers=settings.part_concurrency, thread_name_prefix=f"{name}-part"
         )
@@ -159,8 +163,8 @@ class StoreTarget:
     # -- Target ------------------------------------------------------------------------------------
 
     def refusal(self, key: str) -> PermanentError | None:
-        if isinstance(self.target, RefusesKeys):
-            reason = self.target.key_refusal(key)
+        if self._refuses is not None:
+            reason = self._refuses.key_refusal(key)
             if reason is not None:
                 return UnstorableKeyError(
                     f"target {self._name!r} ({self.target.name}) cannot store {key!r}: {reason}"
@@ -231,7 +235,7 @@ class StoreTarget:
             raise SourceChangedError(
                 f"target {self._name!r} does not hold the source's bytes of {key!r}: copy it"
             )
-        if not isinstance(self.target, UpdatesMetadata):
+        if self._updates is None:
             self.copy(source)
             log.info("metadata_updated", target=self._name, key=key, by="copy")
             return
@@ -240,7 +244,7 @@ class StoreTarget:
         if existing.metadata.get(META_MD5):
             metadata[META_MD5] = existing.metadata[META_MD5]
         version = ObjectVersion(existing.etag, existing.version_id)
-        self.target.update_metadata(key, version, ContentHeaders.from_s3(source.headers), metadata)
+        self._updates.update_metadata(key, version, ContentHeaders.from_s3(source.headers), metadata)
         log.info("metadata_updated", target=self._name, key=key)
 
     def delete(self, key: str) -> int:
@@ -417,11 +421,11 @@ class StoreTarget:
     def _record_md5(self, source: ObjectInfo, written: StoredObject, md5: str) -> str | None:
         """The streamed MD5 onto an object whose store took the metadata when the upload was
         created (S3), in place where it can, pinned to the version just checked."""
-        if not isinstance(self.target, UpdatesMetadata):
+        if self._updates is None:
             log.info("md5_not_recorded", target=self._name, key=source.key, md5=md5)
             return None
         metadata = {**written.metadata, META_MD5: md5}
-        self.target.update_metadata(source.key, written.version, written.headers, metadata)
+        self._updates.update_metadata(source.key, written.version, written.headers, metadata)
         return md5
 
     def _abort(self, upload: Upload) -> None:

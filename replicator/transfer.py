@@ -49,10 +49,12 @@ from replicator.errors import (
     request_retrying,
     source_refusal,
 )
-from replicator.lean_s3 import STREAM_CHUNK, LeanS3, LeanUnsupported
+from replicator.lean_http import LeanUnsupported
+from replicator.lean_s3 import STREAM_CHUNK, LeanS3
 from replicator.logs import get_logger
 from replicator.objects import META_MD5, META_SOURCE_ETAG, ObjectInfo, clean_etag, target_matches
 from replicator.settings import MIB, Settings
+from replicator.stores.base import md5_base64
 from replicator.stores.s3 import (
     MAX_OBJECT_SIZE,
     MAX_PART_SIZE,
@@ -60,7 +62,6 @@ from replicator.stores.s3 import (
     MAX_SINGLE_PUT,  # noqa: F401  # S3's limits live with the store; still named here
     MIN_PART_SIZE,
     S3Store,
-    md5_base64,
 )
 from replicator.stores.s3 import unless_cancelled as _unless_cancelled
 from replicator.target_rules import check_key, explain_refusal

@@ -74,6 +74,7 @@ from replicator.errors import (
     SourceChangedError,
     UnstorableKeyError,
 )
+from replicator.lean_http import LeanUnsupported
 from replicator.logs import get_logger, register_secrets
 from replicator.objects import META_MD5
 from replicator.stores.base import (
@@ -89,8 +90,9 @@ from replicator.stores.base import (
     StoreMissingError,
     StoreUnavailableError,
     Upload,
+    md5_base64,
 )
-from replicator.stores.lean_azure import AzureAnswer, LeanAzure, LeanUnsupported
+from replicator.stores.lean_azure import AzureAnswer, LeanAzure
 
 log = get_logger(__name__)
 
@@ -275,7 +277,7 @@ def _content_settings(headers: ContentHeaders, md5_hex: str | None = None) -> Co
 
 def _md5_header(md5_hex: str) -> dict[str, str]:
     """The transactional Content-MD5 (base64) the service checks the request body against."""
-    return {"Content-MD5": base64.b64encode(bytes.fromhex(md5_hex)).decode()}
+    return {"Content-MD5": md5_base64(md5_hex)}
 
 
 _BLOB_HEADERS = (
@@ -303,7 +305,7 @@ def _blob_headers(
     # checks the signature, so a padded one would be refused as a bad signature.
     result = {name: str(value).strip() for field, name in _BLOB_HEADERS if (value := getattr(headers, field))}
     if md5_hex:
-        result["x-ms-blob-content-md5"] = base64.b64encode(bytes.fromhex(md5_hex)).decode()
+        result["x-ms-blob-content-md5"] = md5_base64(md5_hex)
     for name, value in to_azure_metadata(metadata, headers).items():
         result[f"x-ms-meta-{name}"] = value.strip()
     return result
@@ -631,7 +633,7 @@ class AzureBlobStore:
             raise ValueError(
                 f"{len(data)} bytes are above Put Blob's {MAX_SINGLE_PUT} byte limit: write in parts"
             )
-        md5_b64 = _md5_header(md5)["Content-MD5"]
+        md5_b64 = md5_base64(md5)
         etag = self._lean_write(
             "Put Blob",
             key,
@@ -667,7 +669,7 @@ class AzureBlobStore:
             )
         block_id = block_id_for(upload.upload_id, number)
         checksum = md5 or hashlib.md5(data).hexdigest()  # noqa: S324 (the service's integrity hash)
-        md5_b64 = _md5_header(checksum)["Content-MD5"]
+        md5_b64 = md5_base64(checksum)
         staged = self._lean_write(
             f"Put Block {number}",
             upload.key,

@@ -22,6 +22,7 @@ Failures a store raises (besides what the SDK underneath raises before a store m
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +32,11 @@ from replicator.errors import PermanentError
 from replicator.objects import CONTENT_HEADERS, META_MD5, META_SOURCE_ETAG, OWN_METADATA, ObjectInfo
 
 Data = bytes | bytearray | memoryview
+
+
+def md5_base64(md5_hex: str) -> str:
+    """Content-MD5's form (base64 of the digest) of an MD5 given as hex."""
+    return base64.b64encode(bytes.fromhex(md5_hex)).decode()
 
 
 class StoreUnavailableError(ConnectionError):

@@ -33,7 +33,7 @@ import requests
 import requests.utils
 from azure.storage.blob._shared.authentication import _storage_header_sort
 
-from replicator.lean_http import ThreadConnections
+from replicator.lean_http import LeanUnsupported, ThreadConnections
 
 # Headers whose values the Shared Key string-to-sign lists by position, in that order, then Range:
 # the SDK's list names it "byte_range", which no request carries, so its line is always empty (the
@@ -50,14 +50,6 @@ _POSITIONAL = (
     "if-none-match",
     "if-unmodified-since",
 )
-
-
-class LeanUnsupported(Exception):
-    """This request (or, endpoint_wide, every request) is left to the SDK."""
-
-    def __init__(self, reason: str, endpoint_wide: bool = True) -> None:
-        super().__init__(reason)
-        self.endpoint_wide = endpoint_wide
 
 
 class AzureAnswer(Exception):

@@ -31,7 +31,6 @@ the project's errors:
 
 from __future__ import annotations
 
-import base64
 import builtins
 import http.client
 import threading
@@ -41,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from replicator import looks
 from replicator.clients import Endpoint
 from replicator.errors import (
     INTEGRITY_CODES,
@@ -58,7 +58,8 @@ from replicator.errors import (
     request_retrying,
     source_refusal,
 )
-from replicator.lean_s3 import LeanS3, LeanUnsupported, lean_path
+from replicator.lean_http import LeanUnsupported
+from replicator.lean_s3 import LeanS3, lean_path
 from replicator.logs import get_logger
 from replicator.objects import ObjectInfo, clean_etag, timestamp
 from replicator.settings import MIB, Settings
@@ -74,6 +75,7 @@ from replicator.stores.base import (
     StoreLimits,
     StoreMissingError,
     Upload,
+    md5_base64,
 )
 from replicator.target_rules import explain_refusal
 
@@ -110,11 +112,6 @@ def unless_cancelled(cancel: threading.Event | None, call: Callable[[], T]) -> C
         return call()
 
     return attempt
-
-
-def md5_base64(md5_hex: str) -> str:
-    """Content-MD5's form (base64 of the digest) of an MD5 given as hex."""
-    return base64.b64encode(bytes.fromhex(md5_hex)).decode()
 
 
 def _blob(data: Data) -> bytes | bytearray:
@@ -338,16 +335,7 @@ class S3Store:
         """HeadObject read into ObjectInfo; None for a 404 (no such key, a delete marker, or no
         such bucket: HEAD cannot tell). On the source, a refusal retrying cannot fix is raised
         as the PermanentError that says so (errors.source_refusal); any other error as sent."""
-        try:
-            response = self.head_object(key)
-        except ClientError as exc:
-            if is_not_found(exc):
-                return None
-            refusal = self._source_refusal(exc, "HeadObject", key)
-            if refusal is not None:
-                raise refusal from exc
-            raise
-        return ObjectInfo.from_head(key, response)
+        return looks.head(self.endpoint, key)
 
     # -- the Store ---------------------------------------------------------------------------------
 

@@ -407,6 +407,7 @@ def test_a_wrong_account_key_is_a_clear_error_without_the_secret(
 ) -> None:
     wrong_key = base64.b64encode(os.urandom(64)).decode()
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="azure")  # logs.configure_logging quiets it
     configs = [
         AzureBlobConfig(
             container=container.container_name,

@@ -764,6 +764,7 @@ def test_credentials_never_reach_an_error_or_a_log_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="azure")  # logs.configure_logging quiets it
     wrong_key = base64.b64encode(os.urandom(64)).decode()
     store = AzureBlobStore(
         AzureBlobConfig(

@@ -18,8 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from replicator.lean_http import LeanUnsupported
 from replicator.stores.azure import AzureBlobConfig, encode_name
-from replicator.stores.lean_azure import LeanAzure, LeanUnsupported, SharedKeySigner, _answer
+from replicator.stores.lean_azure import LeanAzure, SharedKeySigner, _answer
 
 KEY = base64.b64encode(os.urandom(64)).decode()
 ENDPOINT = "http://127.0.0.1:10000/acct"

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from local_stack.seaweed import free_port
-from replicator.lean_http import QuickHeadersResponse
-from replicator.lean_s3 import LeanS3, LeanUnsupported
+from replicator.lean_http import LeanUnsupported, QuickHeadersResponse
+from replicator.lean_s3 import LeanS3
 from replicator.objects import ObjectInfo
 from tests.helpers import engine_for
 
