@@ -11,6 +11,7 @@ import tempfile
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -226,45 +227,44 @@ def sorted_entries_on_disk(
     os.close(fd)
     path = Path(name)
     try:
-        db = sqlite3.connect(path)
-        db.execute("PRAGMA journal_mode=OFF")
-        db.execute("PRAGMA synchronous=OFF")
-        db.execute(
-            "CREATE TABLE objects (o BLOB PRIMARY KEY, k TEXT, size INTEGER, etag TEXT, modified TEXT,"
-            " class TEXT, restoring INTEGER) WITHOUT ROWID"
-        )
-        insert = "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)"
-        batch: list[tuple[bytes, str, int, str | None, str | None, str | None, bool | None]] = []
-        for entry in entries:
-            modified = entry.get("LastModified")
-            restore = entry.get("RestoreStatus")
-            batch.append(
-                (
-                    order_key(entry["Key"]),
-                    entry["Key"],
-                    int(entry["Size"]),
-                    entry.get("ETag"),
-                    modified.isoformat() if isinstance(modified, datetime) else modified,
-                    entry.get("StorageClass"),
-                    bool(restore.get("IsRestoreInProgress")) if restore else None,
-                )
+        with closing(sqlite3.connect(path)) as db:  # closed also when the reader stops early
+            db.execute("PRAGMA journal_mode=OFF")
+            db.execute("PRAGMA synchronous=OFF")
+            db.execute(
+                "CREATE TABLE objects (o BLOB PRIMARY KEY, k TEXT, size INTEGER, etag TEXT, modified TEXT,"
+                " class TEXT, restoring INTEGER) WITHOUT ROWID"
             )
-            if len(batch) >= 10_000:
-                db.executemany(insert, batch)
-                batch.clear()
-        db.executemany(insert, batch)
-        db.commit()
-        rows = db.execute("SELECT k, size, etag, modified, class, restoring FROM objects ORDER BY o")
-        for key, size, etag, modified, storage_class, restoring in rows:
-            row: dict[str, Any] = {"Key": key, "Size": size, "ETag": etag}
-            if modified is not None:
-                row["LastModified"] = modified  # text: objects.timestamp reads it when needed
-            if storage_class is not None:
-                row["StorageClass"] = storage_class
-            if restoring is not None:
-                row["RestoreStatus"] = {"IsRestoreInProgress": bool(restoring)}
-            yield row
-        db.close()
+            insert = "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)"
+            batch: list[tuple[bytes, str, int, str | None, str | None, str | None, bool | None]] = []
+            for entry in entries:
+                modified = entry.get("LastModified")
+                restore = entry.get("RestoreStatus")
+                batch.append(
+                    (
+                        order_key(entry["Key"]),
+                        entry["Key"],
+                        int(entry["Size"]),
+                        entry.get("ETag"),
+                        modified.isoformat() if isinstance(modified, datetime) else modified,
+                        entry.get("StorageClass"),
+                        bool(restore.get("IsRestoreInProgress")) if restore else None,
+                    )
+                )
+                if len(batch) >= 10_000:
+                    db.executemany(insert, batch)
+                    batch.clear()
+            db.executemany(insert, batch)
+            db.commit()
+            rows = db.execute("SELECT k, size, etag, modified, class, restoring FROM objects ORDER BY o")
+            for key, size, etag, modified, storage_class, restoring in rows:
+                row: dict[str, Any] = {"Key": key, "Size": size, "ETag": etag}
+                if modified is not None:
+                    row["LastModified"] = modified  # text: objects.timestamp reads it when needed
+                if storage_class is not None:
+                    row["StorageClass"] = storage_class
+                if restoring is not None:
+                    row["RestoreStatus"] = {"IsRestoreInProgress": bool(restoring)}
+                yield row
     finally:
         path.unlink(missing_ok=True)
 

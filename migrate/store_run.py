@@ -1,16 +1,16 @@
 """Migration (or a check) to several targets at once, or to one that is not S3-compatible.
 
-The source is listed once; each target's listing (ListObjectsV2 for an S3 target, the store's
-own list call for Azure Blob) is held in memory and sorted into the source's byte order, then
-merged with the source's. Each key that is missing, different or not provably ours on some
-targets is reconciled on those targets together, through the same Reconciler as the worker: one
-GET of a small source object serves every target, a large one is read per target (each has its
-own part layout and pace). Deletes (with --delete) look at the source again, key by key, just
-before each delete.
+The source is listed once; it and each target's listing (ListObjectsV2 for an S3 target, the
+store's own list call for Azure Blob) are sorted into byte order on disk (SQLite, as the S3 path
+does for stores that list in another order), then merged. Memory stays flat whatever the bucket
+size; the disk holds about 150 bytes per key while the run lasts. Each key that is missing,
+different or not provably ours on some targets is reconciled on those targets together, through
+the same Reconciler as the worker: one GET of a small source object serves every target, a large
+one is read per target (each has its own part layout and pace). Deletes (with --delete) look at
+the source again, key by key, just before each delete.
 
-Known limit: the targets' listings are held in memory (about 200 bytes per key): fine for
-millions of keys. One S3 target alone goes through runner.Migration (a streaming merge, listing
-splits, processes for small objects, shards, S3 Inventory).
+One S3 target alone goes through runner.Migration (a streaming merge, listing splits, processes
+for small objects, shards, S3 Inventory).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from migrate.listing import StoreLister, sort_key
+from migrate.listing import StoreLister, sort_key, sorted_entries_on_disk, sorted_on_disk
 from migrate.plan import Action, Decision, MergeStats, merge
 from migrate.progress import Progress
 from migrate.runner import Options, Summary
@@ -38,7 +39,7 @@ from replicator.errors import (
 from replicator.lean_s3 import lean_path
 from replicator.logs import get_logger
 from replicator.looks import source_absent
-from replicator.objects import ObjectInfo, target_matches
+from replicator.objects import ObjectInfo, target_matches, timestamp
 from replicator.reconcile import Outcome, Reconciler
 from replicator.store_target import StoreTarget
 from replicator.targets import S3Target, Target
@@ -62,6 +63,18 @@ class KeyWork:
     def decision(self) -> Decision:
         """The key's decision for the summary and the progress bar."""
         return max(self.decisions.values(), key=lambda d: _WEIGHT.get(d.action, 0))
+
+
+def _listed(listing: Iterator[ObjectInfo]) -> Iterator[ObjectInfo]:
+    """`listing` with its first object already fetched: a sorted listing is read whole by then,
+    so a listing that fails does so here, where its caller reports it, not in the middle of
+    the merge."""
+    first = next(listing, None)
+    return listing if first is None else itertools.chain((first,), listing)
+
+
+def _when(modified: str | None) -> datetime | None:
+    return timestamp(modified) if modified else None
 
 
 def _keyed(decisions: Iterable[Decision], index: int) -> Iterator[tuple[Any, int, Decision]]:
@@ -130,19 +143,27 @@ class StoreMigration:
         """Each source key with work on some target; keys only on targets go to `deletes` (by
         key: with --delete), or are differences (--check). The per-target merges run side by
         side, key by key. A target that cannot be listed is reported and left out."""
-        source = sorted(self._source(), key=lambda o: sort_key(o.key))  # listed once, for all
-        streams = []
+        source = _listed(self._source())  # listed once, for all
+        listings: list[Iterator[ObjectInfo]] = []
         listed: list[Target] = []
         for target in self.targets:
             try:
-                listing = self._listing(target)
+                listings.append(_listed(self._listing(target)))
             except Exception as exc:
                 log.error("target_listing_failed", target=target.name, error=describe(exc))
                 self.summary.fail(f"(listing of target {target.name})", describe(exc))
                 continue
-            stats = self.stats if not listed else MergeStats()
-            streams.append(_keyed(merge(source, listing, self.options.key_filter, stats), len(listed)))
             listed.append(target)
+        # The merges advance together, key by key (heapq.merge below): each copy of the source
+        # stream is at most a key or so ahead of the others, so tee's buffer stays small.
+        sources = itertools.tee(source, len(listed)) if listed else ()
+        streams = [
+            _keyed(
+                merge(copy, listing, self.options.key_filter, self.stats if index == 0 else MergeStats()),
+                index,
+            )
+            for index, (copy, listing) in enumerate(zip(sources, listings, strict=True))
+        ]
         for _, group in itertools.groupby(heapq.merge(*streams, key=lambda item: item[:2]), lambda i: i[0]):
             work: dict[str, Decision] = {}
             skipped: ObjectInfo | None = None
@@ -171,25 +192,27 @@ class StoreMigration:
         lister = StoreLister(
             self.reader.source, lean_path(self.reader.source, settings), settings.max_attempts
         )
-        for page in lister.pages(self.options.key_filter.prefix, None):
-            for entry in page:
-                yield ObjectInfo.from_listing(entry)
+        pages = lister.pages(self.options.key_filter.prefix, None)
+        return sorted_on_disk(entry for page in pages for entry in page)
 
-    def _listing(self, target: Target) -> list[ObjectInfo]:
+    def _listing(self, target: Target) -> Iterator[ObjectInfo]:
+        """The target's listing in byte order: a store's own order need not be S3's (Azure's
+        is by UTF-16 code unit, SeaweedFS's by path segment)."""
         prefix = self.options.key_filter.prefix
-        listed: Iterable[ObjectInfo]
         if isinstance(target, S3Target):
             end, settings = target.engine.target, target.engine.settings
             lister = StoreLister(end, lean_path(end, settings), settings.max_attempts)
-            listed = [ObjectInfo.from_listing(e) for page in lister.pages(prefix, None) for e in page]
-        else:
-            assert isinstance(target, StoreTarget)
-            listed = [
-                ObjectInfo(o.key, o.size, o.etag, o.last_modified, complete=False)
-                for o in target.target.list(prefix)
-            ]
-        # A store's own order need not be S3's byte order (Azure's is by UTF-16 code unit).
-        return sorted(listed, key=lambda o: sort_key(o.key))
+            return sorted_on_disk(entry for page in lister.pages(prefix, None) for entry in page)
+        assert isinstance(target, StoreTarget)
+        entries = (
+            {"Key": o.key, "Size": o.size, "ETag": o.etag, "LastModified": o.last_modified}
+            for o in target.target.list(prefix)
+        )
+        # The store's ETag as it spells it (from_listing would read it as an S3 one).
+        return (
+            ObjectInfo(e["Key"], e["Size"], e["ETag"], _when(e.get("LastModified")), complete=False)
+            for e in sorted_entries_on_disk(entries)
+        )
 
     # -- one key ----------------------------------------------------------------------------------
 
