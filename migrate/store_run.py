@@ -3,11 +3,11 @@
 The source is listed once; it and each target's listing (ListObjectsV2 for an S3 target, the
 store's own list call for Azure Blob) are sorted into byte order on disk (SQLite, as the S3 path
 does for stores that list in another order), then merged. Memory stays flat whatever the bucket
-size; the disk holds about 150 bytes per key while the run lasts. Each key that is missing,
-different or not provably ours on some targets is reconciled on those targets together, through
-the same Reconciler as the worker: one GET of a small source object serves every target, a large
-one is read per target (each has its own part layout and pace). Deletes (with --delete) look at
-the source again, key by key, just before each delete.
+size; the disk holds about 200 bytes a key of 40 characters, per listing, while the run lasts.
+Each key that is missing, different or not provably ours on some targets is reconciled on those
+targets together, through the same Reconciler as the worker: one GET of a small source object
+serves every target, a large one is read per target (each has its own part layout and pace).
+Deletes (with --delete) look at the source again, key by key, just before each delete.
 
 One S3 target alone goes through runner.Migration (a streaming merge, listing splits, processes
 for small objects, shards, S3 Inventory).
