@@ -48,30 +48,48 @@ class QuickHeadersResponse(http.client.HTTPResponse):
 
 
 class Connection(http.client.HTTPConnection):
+    """Connects (and, over TLS, shakes hands) within `timeout`, then waits at most `read_timeout`
+    for each send and read: an endpoint that does not answer a SYN fails in the connect timeout,
+    not in the longer one a slow answer is given, as with the full clients."""
+
     response_class = QuickHeadersResponse
+    read_timeout: float | None = None
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.settimeout(self.read_timeout)
 
 
-class TLSConnection(http.client.HTTPSConnection):
-    response_class = QuickHeadersResponse
+class TLSConnection(Connection, http.client.HTTPSConnection):
+    pass
 
 
 class ThreadConnections:
     """One kept-alive connection to `host` per calling thread."""
 
-    def __init__(self, host: str, https: bool, context: ssl.SSLContext | None, timeout: float) -> None:
+    def __init__(
+        self,
+        host: str,
+        https: bool,
+        context: ssl.SSLContext | None,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> None:
         self.host = host
         self._https = https
         self._context = context
-        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._local = threading.local()
 
     def connection(self) -> http.client.HTTPConnection:
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        connection: Connection | None = getattr(self._local, "connection", None)
         if connection is None:
             if self._https:
-                connection = TLSConnection(self.host, timeout=self._timeout, context=self._context)
+                connection = TLSConnection(self.host, timeout=self._connect_timeout, context=self._context)
             else:
-                connection = Connection(self.host, timeout=self._timeout)
+                connection = Connection(self.host, timeout=self._connect_timeout)
+            connection.read_timeout = self._read_timeout
             self._local.connection = connection
         return connection
 

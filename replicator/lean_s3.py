@@ -148,7 +148,7 @@ class LeanS3:
         self._https = endpoint.scheme == "https"
         self._host = host.lower()
         self._connections = ThreadConnections(
-            host.lower(), self._https, _transport(client, self._https), max(connect_timeout, read_timeout)
+            host.lower(), self._https, _transport(client, self._https), connect_timeout, read_timeout
         )
 
     def _connection(self) -> http.client.HTTPConnection:

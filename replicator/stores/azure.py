@@ -524,7 +524,7 @@ class AzureBlobStore:
         self._lean: LeanAzure | None = None
         if config.lean_requests:
             try:
-                self._lean = LeanAzure(self._container, max(config.connect_timeout, config.read_timeout))
+                self._lean = LeanAzure(self._container, config.connect_timeout, config.read_timeout)
             except LeanUnsupported as exc:
                 log.debug("lean_path_off", store=self.name, reason=str(exc))
         # The lean path's retries, timed as the SDK's are here (service_client).

@@ -109,7 +109,7 @@ def _plain(value: str) -> bool:
 class LeanAzure:
     """The three writes of a copy to one container, for the store that owns the decision."""
 
-    def __init__(self, container_client: Any, timeout: float) -> None:
+    def __init__(self, container_client: Any, connect_timeout: float, read_timeout: float) -> None:
         credential = getattr(container_client, "credential", None)
         account, key = getattr(credential, "account_name", None), getattr(credential, "account_key", None)
         if not (isinstance(account, str) and isinstance(key, str)):
@@ -125,7 +125,9 @@ class LeanAzure:
         self._version = str(container_client.api_version)
         self._path = url.path.rstrip("/")
         https = url.scheme == "https"
-        self._connections = ThreadConnections(url.netloc, https, _tls_context() if https else None, timeout)
+        self._connections = ThreadConnections(
+            url.netloc, https, _tls_context() if https else None, connect_timeout, read_timeout
+        )
 
     def put_blob(
         self, key: str, body: bytes | bytearray | memoryview, md5_b64: str, headers: Mapping[str, str]

@@ -90,13 +90,13 @@ SHARED_KEY = f"DefaultEndpointsProtocol=http;AccountName=acct;AccountKey={KEY};B
 def test_a_shared_key_endpoint_takes_the_lean_path(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    LeanAzure(container(SHARED_KEY), 5)
+    LeanAzure(container(SHARED_KEY), 5, 5)
 
 
 def test_a_sas_credential_is_left_to_the_sdk() -> None:
     sas = f"BlobEndpoint={ENDPOINT};SharedAccessSignature=sv=2024-01-01&sig=abc"
     with pytest.raises(LeanUnsupported, match="not a Shared Key credential"):
-        LeanAzure(container(sas), 5)
+        LeanAzure(container(sas), 5, 5)
 
 
 def test_a_proxy_for_the_endpoint_is_left_to_the_sdk_unless_no_proxy_exempts_it(
@@ -106,9 +106,9 @@ def test_a_proxy_for_the_endpoint_is_left_to_the_sdk_unless_no_proxy_exempts_it(
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     with pytest.raises(LeanUnsupported, match="proxy"):
-        LeanAzure(container(SHARED_KEY), 5)
+        LeanAzure(container(SHARED_KEY), 5, 5)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    LeanAzure(container(SHARED_KEY), 5)
+    LeanAzure(container(SHARED_KEY), 5, 5)
 
 
 def test_a_connection_string_whose_key_is_not_base64_is_refused_by_name_without_the_key() -> None:
@@ -126,10 +126,10 @@ def test_a_ca_directory_is_used_and_an_unusable_bundle_leaves_tls_to_the_sdk(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))  # a directory, as requests allows
-    LeanAzure(container(https), 5)
+    LeanAzure(container(https), 5, 5)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
     with pytest.raises(LeanUnsupported, match="CA bundle"):
-        LeanAzure(container(https), 5)
+        LeanAzure(container(https), 5, 5)
 
 
 def test_a_refusal_carries_the_services_details() -> None:

@@ -9,6 +9,7 @@ import http.client
 import io
 import ipaddress
 import re
+import socket
 import socketserver
 import ssl
 import threading
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from local_stack.seaweed import free_port
-from replicator.lean_http import LeanUnsupported, QuickHeadersResponse
+from replicator.lean_http import LeanUnsupported, QuickHeadersResponse, ThreadConnections
 from replicator.lean_s3 import LeanS3
 from replicator.objects import ObjectInfo
 from tests.helpers import engine_for
@@ -449,3 +450,60 @@ def test_behind_a_proxy_copies_go_through_it_with_boto3(network_env: pytest.Monk
     # Absolute-form request targets: boto3 sent both through the proxy.
     assert proxy.requests[0].startswith(f"GET {endpoint}/src-bucket/k HTTP/1.1\r\n")
     assert proxy.requests[1].startswith(f"PUT {endpoint}/dst-bucket/k HTTP/1.1\r\n")
+
+
+class SilentServer:
+    """Accepts connections (over TLS, completes the handshake) and never answers."""
+
+    def __init__(self, context: ssl.SSLContext | None = None) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._context = context
+        self._listener.settimeout(0.05)  # to see the stop flag
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5)
+            if self._context is not None:
+                conn = self._context.wrap_socket(conn, server_side=True)
+            self._held.append(conn)
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._listener.close()
+        for conn in self._held:
+            conn.close()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_a_request_waits_the_read_timeout_not_the_connect_timeout(pki: PKI, tls: bool) -> None:
+    client_context = None
+    server_context = None
+    if tls:
+        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_context.load_cert_chain(pki.server_cert, pki.server_key)
+        client_context = ssl.create_default_context(cafile=str(pki.ca))
+    with SilentServer(server_context) as server:
+        connections = ThreadConnections(
+            server.host, tls, client_context, connect_timeout=30, read_timeout=0.5
+        )
+        connection = connections.connection()
+        connection.connect()
+        assert connection.sock.gettimeout() == 0.5  # connected (and shaken hands) within 30 s
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            connections.open("GET", "/bucket/k", {}, None)
+        assert time.monotonic() - started < 10  # the read timeout, not the connect one
+        assert connections.connection() is not connection  # dropped after the timeout
