@@ -43,6 +43,10 @@ def test_a_short_run_of_both_scenarios_copies_every_object() -> None:
             assert m["source_cpu_seconds"] > 0
             if m["contender"] != "s3-only":
                 assert m["azurite_cpu_seconds"] > 0
+        if m["scenario"] == "azure":  # Azurite's first work for the contender, within its run
+            assert 0 < m["first_request_seconds"] < m["seconds"]
+        else:
+            assert m["first_request_seconds"] is None
 
     for load in ("large", "small"):
         rows = result["azure"]["medians"][load]
@@ -54,14 +58,19 @@ def test_a_short_run_of_both_scenarios_copies_every_object() -> None:
         assert ours["ratio_to_rclone"] > 0
         assert ours["cpu_per_unit"] > 0
         assert isinstance(ours["rss_within_goal"], bool)
+        assert ours["first_request_seconds"] + ours["after_first_request_seconds"] == pytest.approx(
+            ours["seconds"]
+        )
         two = result["two_targets"]
         assert set(two["medians"][load]) == {"s3-only", "azure-only", "both"}
         ratio = two["ratios"][load]
         assert ratio["both_over_slower_single"] > 0
         assert ratio["both_over_sum_of_singles"] > 0
 
+    assert 0 < result["settings"]["library_import_seconds"] < 10
     text = "\n".join(azure.markdown(result))
     assert "## S3 -> Azure Blob" in text
+    assert "took" in text and "importing the libraries" in text
     assert "## Two targets" in text
     assert "Failed runs" not in text
 
