@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -56,6 +55,8 @@ S3_TARGET, AZURE_TARGET = "lyve", "azure"  # the names in TARGETS
 RSS_GOAL_MIB = 300
 TWO_TARGETS_GOAL = 1.2  # both / the slower single target
 LOADS = ("large", "small")
+# What a copy to Azure imports before its first request, at the least.
+AZURE_LIBRARIES = ("boto3", "azure.storage.blob", "pydantic_settings", "structlog")
 
 
 @dataclass
@@ -153,18 +154,6 @@ class FirstWork:
         self._stop.set()
         self._thread.join()
         return self.at
-
-
-def library_import_seconds(runs: int = 5) -> float:
-    """Median wall time of a bare interpreter importing the libraries this product is built on
-    (boto3, the Azure SDK, pydantic-settings, structlog): the least any start-up of ours costs."""
-    argv = [sys.executable, "-c", "import boto3, azure.storage.blob, pydantic_settings, structlog"]
-    times = []
-    for _ in range(runs):
-        started = time.monotonic()
-        subprocess.run(argv, check=True)
-        times.append(time.monotonic() - started)
-    return statistics.median(times)
 
 
 # -- the bench ---------------------------------------------------------------------------------------
@@ -507,13 +496,18 @@ def summarize(measured: list[Run], settings: dict[str, Any]) -> dict[str, Any]:
 def run(groups: list[str], runs: int, small_count: int, large_mib: int) -> dict[str, Any]:
     """Start the servers (two SeaweedFS, Azurite per run), write the loads, run the selected
     scenario sets, stop everything; the summary."""
-    from bench.run import Bench, cpu_seconds, measure  # noqa: PLC0415 (bench.run imports this module)
+    from bench.run import (  # noqa: PLC0415 (bench.run imports this module)
+        Bench,
+        cpu_seconds,
+        library_import_seconds,
+        measure,
+    )
     from migrate.cli import DEFAULT_CONCURRENCY  # noqa: PLC0415
     from replicator.settings import Settings  # noqa: PLC0415
 
     selected = [g for g in GROUPS if g in groups]
     measured: list[Run] = []
-    imports = library_import_seconds() if "azure" in selected else None
+    imports = library_import_seconds(AZURE_LIBRARIES) if "azure" in selected else None
     with (
         tempfile.TemporaryDirectory(prefix="bench-azure-") as workdir,
         SeaweedS3() as source,
