@@ -326,8 +326,10 @@ class AzureBench:
         self.settle()
         before = self.servers_cpu()
         first_work = FirstWork(self.azurite_pid).start() if scenario == "azure" else None
-        seconds, peak, code, stderr, _, cpu = self.measure(argv, env)
-        first_request = first_work.stop() if first_work is not None else None
+        try:
+            seconds, peak, code, stderr, _, cpu = self.measure(argv, env)
+        finally:
+            first_request = first_work.stop() if first_work is not None else None
         source_cpu, azurite_cpu, s3_target_cpu = (
             after - first for after, first in zip(self.servers_cpu(), before, strict=True)
         )

@@ -11,7 +11,6 @@ import tempfile
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,7 +25,7 @@ from replicator.errors import SourceBucketMissingError, describe, error_code, re
 from replicator.lean_http import LeanUnsupported
 from replicator.lean_s3 import LeanS3
 from replicator.logs import get_logger
-from replicator.objects import ObjectInfo
+from replicator.objects import ObjectInfo, timestamp
 
 log = get_logger("migrate.listing")
 
@@ -220,53 +219,94 @@ def sorted_entries_on_disk(
     directory: str | None = None,
     order_key: Callable[[str], bytes] = lambda key: key.encode("utf-8"),
 ) -> Iterator[dict[str, Any]]:
-    """Spill listing entries to SQLite and read them back in byte order (BLOB keys sort by
-    memcmp). Every field the filters and the merge use survives: size, ETag, LastModified,
-    StorageClass, restore state; `ObjectInfo.from_listing` builds the objects on both paths."""
-    fd, name = tempfile.mkstemp(prefix="listing-", suffix=".sqlite", dir=directory)
-    os.close(fd)
-    path = Path(name)
-    try:
-        with closing(sqlite3.connect(path)) as db:  # closed also when the reader stops early
-            db.execute("PRAGMA journal_mode=OFF")
-            db.execute("PRAGMA synchronous=OFF")
-            db.execute(
+    """`entries` spilled to disk and read back in byte order (ListingSpill), the file removed
+    when the reader is done or stops."""
+    with ListingSpill(directory, order_key) as spill:
+        spill.fill(entries)
+        yield from spill.rows()
+
+
+class ListingSpill:
+    """Listing entries in SQLite, read back in byte order (BLOB keys sort by memcmp) as often as
+    asked: a listing spilled once can serve several readers, each at its own pace. Every field
+    the filters and the merge use survives: size, ETag, LastModified, StorageClass, restore
+    state; `ObjectInfo.from_listing` builds the objects on both paths."""
+
+    def __init__(
+        self,
+        directory: str | None = None,
+        order_key: Callable[[str], bytes] = lambda key: key.encode("utf-8"),
+    ) -> None:
+        fd, name = tempfile.mkstemp(prefix="listing-", suffix=".sqlite", dir=directory)
+        os.close(fd)
+        self.path = Path(name)
+        self._order_key = order_key
+        try:
+            self._db = sqlite3.connect(self.path)
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
+        try:
+            self._db.execute("PRAGMA journal_mode=OFF")
+            self._db.execute("PRAGMA synchronous=OFF")
+            self._db.execute(
                 "CREATE TABLE objects (o BLOB PRIMARY KEY, k TEXT, size INTEGER, etag TEXT, modified TEXT,"
                 " class TEXT, restoring INTEGER) WITHOUT ROWID"
             )
-            insert = "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)"
-            batch: list[tuple[bytes, str, int, str | None, str | None, str | None, bool | None]] = []
-            for entry in entries:
-                modified = entry.get("LastModified")
-                restore = entry.get("RestoreStatus")
-                batch.append(
-                    (
-                        order_key(entry["Key"]),
-                        entry["Key"],
-                        int(entry["Size"]),
-                        entry.get("ETag"),
-                        modified.isoformat() if isinstance(modified, datetime) else modified,
-                        entry.get("StorageClass"),
-                        bool(restore.get("IsRestoreInProgress")) if restore else None,
-                    )
+        except BaseException:
+            self.close()
+            raise
+
+    def fill(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Add `entries` (ListObjectsV2's fields). A malformed one fails here, where the listing
+        is read, not later in some reader's merge."""
+        insert = "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)"
+        batch: list[tuple[bytes, str, int, str | None, str | None, str | None, bool | None]] = []
+        for entry in entries:
+            modified = entry.get("LastModified")
+            if isinstance(modified, str) and modified:
+                timestamp(modified)  # readable later
+            restore = entry.get("RestoreStatus")
+            batch.append(
+                (
+                    self._order_key(entry["Key"]),
+                    entry["Key"],
+                    int(entry["Size"]),
+                    entry.get("ETag"),
+                    modified.isoformat() if isinstance(modified, datetime) else modified,
+                    entry.get("StorageClass"),
+                    bool(restore.get("IsRestoreInProgress")) if restore else None,
                 )
-                if len(batch) >= 10_000:
-                    db.executemany(insert, batch)
-                    batch.clear()
-            db.executemany(insert, batch)
-            db.commit()
-            rows = db.execute("SELECT k, size, etag, modified, class, restoring FROM objects ORDER BY o")
-            for key, size, etag, modified, storage_class, restoring in rows:
-                row: dict[str, Any] = {"Key": key, "Size": size, "ETag": etag}
-                if modified is not None:
-                    row["LastModified"] = modified  # text: objects.timestamp reads it when needed
-                if storage_class is not None:
-                    row["StorageClass"] = storage_class
-                if restoring is not None:
-                    row["RestoreStatus"] = {"IsRestoreInProgress": bool(restoring)}
-                yield row
-    finally:
-        path.unlink(missing_ok=True)
+            )
+            if len(batch) >= 10_000:
+                self._db.executemany(insert, batch)
+                batch.clear()
+        self._db.executemany(insert, batch)
+        self._db.commit()
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """The entries in byte order; each call is a reader of its own."""
+        for key, size, etag, modified, storage_class, restoring in self._db.execute(
+            "SELECT k, size, etag, modified, class, restoring FROM objects ORDER BY o"
+        ):
+            row: dict[str, Any] = {"Key": key, "Size": size, "ETag": etag}
+            if modified is not None:
+                row["LastModified"] = modified  # text: objects.timestamp reads it when needed
+            if storage_class is not None:
+                row["StorageClass"] = storage_class
+            if restoring is not None:
+                row["RestoreStatus"] = {"IsRestoreInProgress": bool(restoring)}
+            yield row
+
+    def close(self) -> None:
+        self._db.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> ListingSpill:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 # -- confirming absence before a delete ------------------------------------------------------

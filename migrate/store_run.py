@@ -1,9 +1,11 @@
 """Migration (or a check) to several targets at once, or to one that is not S3-compatible.
 
 The source is listed once; it and each target's listing (ListObjectsV2 for an S3 target, the
-store's own list call for Azure Blob) are sorted into byte order on disk (SQLite, as the S3 path
-does for stores that list in another order), then merged. Memory stays flat whatever the bucket
-size; the disk holds about 200 bytes a key of 40 characters, per listing, while the run lasts.
+store's own list call for Azure Blob) are spilled to disk (SQLite, as the S3 path does for stores
+that list in another order), then merged in byte order, each target's merge reading the source's
+spill at its own pace. Keys only on targets (for --delete) go to disk too. Memory stays flat
+whatever the bucket size; the disk holds about 200 bytes a key of 40 characters, per listing,
+while the run lasts.
 Each key that is missing, different or not provably ours on some targets is reconciled on those
 targets together, through the same Reconciler as the worker: one GET of a small source object
 serves every target, a large one is read per target (each has its own part layout and pace).
@@ -21,11 +23,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from migrate.listing import StoreLister, sort_key, sorted_entries_on_disk, sorted_on_disk
+from migrate.listing import KeySet, ListingSpill, StoreLister, sort_key
 from migrate.plan import Action, Decision, MergeStats, merge
 from migrate.progress import Progress
 from migrate.runner import Options, Summary
@@ -47,6 +49,8 @@ from replicator.transfer import TransferEngine
 
 log = get_logger("migrate")
 
+T = TypeVar("T")
+
 # How a key's decisions on several targets are shown as one: the most work wins.
 _WEIGHT = {Action.COPY: 3, Action.REPLACE: 2, Action.VERIFY: 1}
 
@@ -65,16 +69,28 @@ class KeyWork:
         return max(self.decisions.values(), key=lambda d: _WEIGHT.get(d.action, 0))
 
 
-def _listed(listing: Iterator[ObjectInfo]) -> Iterator[ObjectInfo]:
-    """`listing` with its first object already fetched: a sorted listing is read whole by then,
-    so a listing that fails does so here, where its caller reports it, not in the middle of
-    the merge."""
-    first = next(listing, None)
-    return listing if first is None else itertools.chain((first,), listing)
+def _store_objects(spill: ListingSpill) -> Iterator[ObjectInfo]:
+    """A store's listing read back: its ETag as the store spells it (from_listing would read it
+    as an S3 one)."""
+    for row in spill.rows():
+        modified = row.get("LastModified")
+        yield ObjectInfo(
+            row["Key"], row["Size"], row["ETag"], timestamp(modified) if modified else None, complete=False
+        )
 
 
-def _when(modified: str | None) -> datetime | None:
-    return timestamp(modified) if modified else None
+def _tagged(name: str, keys: KeySet) -> Iterator[tuple[bytes, str, str, int]]:
+    for key, size in keys:
+        yield sort_key(key), key, name, size
+
+
+def _by_key(candidates: dict[str, KeySet]) -> Iterator[tuple[str, list[tuple[str, int]]]]:
+    """Each key of the targets' key sets, once, in byte order, with (target, size) for each
+    target that holds it."""
+    merged = heapq.merge(*(_tagged(name, keys) for name, keys in candidates.items()))
+    for _, group in itertools.groupby(merged, key=lambda item: item[0]):
+        items = list(group)
+        yield items[0][1], [(name, size) for _, _, name, size in items]
 
 
 def _keyed(decisions: Iterable[Decision], index: int) -> Iterator[tuple[Any, int, Decision]]:
@@ -107,7 +123,7 @@ class StoreMigration:
 
     def run(self) -> Summary:
         started = time.monotonic()
-        deletes: dict[str, list[tuple[str, ObjectInfo]]] = {}
+        deletes: dict[str, KeySet] = {}  # by target: keys only there (on disk, like the listings)
         in_flight: set[Future[None]] = set()
         limit = self.options.concurrency
         try:
@@ -132,6 +148,8 @@ class StoreMigration:
             self.summary.source_missing = str(exc)
         finally:
             self.reconciler.close()
+            for keys in deletes.values():
+                keys.remove()
         summary = self.summary.settle()
         summary.cancelled = self.cancel.is_set()
         summary.seconds = time.monotonic() - started
@@ -139,80 +157,103 @@ class StoreMigration:
 
     # -- listings ---------------------------------------------------------------------------------
 
-    def _work(self, deletes: dict[str, list[tuple[str, ObjectInfo]]]) -> Iterator[KeyWork]:
-        """Each source key with work on some target; keys only on targets go to `deletes` (by
-        key: with --delete), or are differences (--check). The per-target merges run side by
-        side, key by key. A target that cannot be listed is reported and left out."""
-        source = _listed(self._source())  # listed once, for all
-        listings: list[Iterator[ObjectInfo]] = []
-        listed: list[Target] = []
-        for target in self.targets:
-            try:
-                listings.append(_listed(self._listing(target)))
-            except Exception as exc:
-                log.error("target_listing_failed", target=target.name, error=describe(exc))
-                self.summary.fail(f"(listing of target {target.name})", describe(exc))
-                continue
-            listed.append(target)
-        # The merges advance together, key by key (heapq.merge below): each copy of the source
-        # stream is at most a key or so ahead of the others, so tee's buffer stays small.
-        sources = itertools.tee(source, len(listed)) if listed else ()
-        streams = [
-            _keyed(
-                merge(copy, listing, self.options.key_filter, self.stats if index == 0 else MergeStats()),
-                index,
-            )
-            for index, (copy, listing) in enumerate(zip(sources, listings, strict=True))
-        ]
-        for _, group in itertools.groupby(heapq.merge(*streams, key=lambda item: item[:2]), lambda i: i[0]):
-            work: dict[str, Decision] = {}
-            skipped: ObjectInfo | None = None
-            for _, index, decision in group:
-                name = listed[index].name
-                where = f"{name}: " if len(self.targets) > 1 else ""
-                if decision.action is Action.DELETE:
-                    if self.options.check and decision.target is not None:
-                        self.summary.differ(decision.key, f"{where}extra on target")
-                    elif self.options.delete and decision.target is not None:
-                        deletes.setdefault(decision.key, []).append((name, decision.target))
-                elif decision.action is Action.SKIP:
-                    skipped = decision.source
-                elif decision.source is not None:
-                    work[name] = decision
-            if work:
-                first = next(iter(work.values()))
-                assert first.source is not None
-                yield KeyWork(first.key, first.source, work)
-            elif skipped is not None:
-                self.summary.skipped(1, skipped.size)
-                self.progress.skipped(1)
+    def _work(self, deletes: dict[str, KeySet]) -> Iterator[KeyWork]:
+        """Each source key with work on some target; keys only on targets go to `deletes` (with
+        --delete), or are differences (--check). Every listing is spilled to disk first; the
+        per-target merges then run side by side, key by key, each reading the source's spill at
+        its own pace. A target that cannot be listed is reported and left out."""
+        with ExitStack() as spills:
+            source = spills.enter_context(ListingSpill())
+            source.fill(self._source_entries())  # listed once, for all
+            listings: list[Iterator[ObjectInfo]] = []
+            listed: list[Target] = []
+            for target in self.targets:
+                spill = spills.enter_context(ListingSpill())
+                try:
+                    listings.append(self._fill(spill, target))
+                except Exception as exc:
+                    spill.close()  # its part of a listing, perhaps large, goes now
+                    log.error("target_listing_failed", target=target.name, error=describe(exc))
+                    self.summary.fail(f"(listing of target {target.name})", describe(exc))
+                    continue
+                listed.append(target)
+            if self.cancel.is_set():
+                return  # the listings may be partial: nothing is decided from them
+            streams = [
+                _keyed(
+                    merge(
+                        map(ObjectInfo.from_listing, source.rows()),
+                        listing,
+                        self.options.key_filter,
+                        self.stats if index == 0 else MergeStats(),
+                    ),
+                    index,
+                )
+                for index, listing in enumerate(listings)
+            ]
+            for _, group in itertools.groupby(
+                heapq.merge(*streams, key=lambda item: item[:2]), lambda i: i[0]
+            ):
+                if self.cancel.is_set():
+                    return  # also in a long run of keys with nothing to do
+                work: dict[str, Decision] = {}
+                skipped: ObjectInfo | None = None
+                for _, index, decision in group:
+                    name = listed[index].name
+                    where = f"{name}: " if len(self.targets) > 1 else ""
+                    if decision.action is Action.DELETE:
+                        if self.options.check and decision.target is not None:
+                            self.summary.differ(decision.key, f"{where}extra on target")
+                        elif self.options.delete and decision.target is not None:
+                            if name not in deletes:
+                                deletes[name] = KeySet()
+                            deletes[name].add(decision.key, decision.target.size)
+                    elif decision.action is Action.SKIP:
+                        skipped = decision.source
+                    elif decision.source is not None:
+                        work[name] = decision
+                if work:
+                    first = next(iter(work.values()))
+                    assert first.source is not None
+                    yield KeyWork(first.key, first.source, work)
+                elif skipped is not None:
+                    self.summary.skipped(1, skipped.size)
+                    self.progress.skipped(1)
 
-    def _source(self) -> Iterator[ObjectInfo]:
+    def _pages(self, pages: Iterable[list[T]]) -> Iterator[T]:
+        """The entries of `pages`, until the run is cancelled (a listing of hours stops at once)."""
+        pages = iter(pages)
+        while not self.cancel.is_set():
+            page = next(pages, None)
+            if page is None:
+                return
+            yield from page
+
+    def _source_entries(self) -> Iterator[dict[str, Any]]:
         settings = self.reader.settings
         lister = StoreLister(
             self.reader.source, lean_path(self.reader.source, settings), settings.max_attempts
         )
-        pages = lister.pages(self.options.key_filter.prefix, None)
-        return sorted_on_disk(entry for page in pages for entry in page)
+        return self._pages(lister.pages(self.options.key_filter.prefix, None))
 
-    def _listing(self, target: Target) -> Iterator[ObjectInfo]:
-        """The target's listing in byte order: a store's own order need not be S3's (Azure's
-        is by UTF-16 code unit, SeaweedFS's by path segment)."""
+    def _fill(self, spill: ListingSpill, target: Target) -> Iterator[ObjectInfo]:
+        """The target's listing, spilled and read back in byte order: a store's own order need not
+        be S3's (Azure's is by UTF-16 code unit, SeaweedFS's by path segment)."""
         prefix = self.options.key_filter.prefix
         if isinstance(target, S3Target):
             end, settings = target.engine.target, target.engine.settings
             lister = StoreLister(end, lean_path(end, settings), settings.max_attempts)
-            return sorted_on_disk(entry for page in lister.pages(prefix, None) for entry in page)
+            entries: Iterator[dict[str, Any]] = self._pages(lister.pages(prefix, None))
+            spill.fill(entries)
+            return map(ObjectInfo.from_listing, spill.rows())
         assert isinstance(target, StoreTarget)
-        entries = (
+        objects = iter(target.target.list(prefix))
+        pages = iter(lambda: list(itertools.islice(objects, 1000)), [])
+        spill.fill(
             {"Key": o.key, "Size": o.size, "ETag": o.etag, "LastModified": o.last_modified}
-            for o in target.target.list(prefix)
+            for o in self._pages(pages)
         )
-        # The store's ETag as it spells it (from_listing would read it as an S3 one).
-        return (
-            ObjectInfo(e["Key"], e["Size"], e["ETag"], _when(e.get("LastModified")), complete=False)
-            for e in sorted_entries_on_disk(entries)
-        )
+        return _store_objects(spill)
 
     # -- one key ----------------------------------------------------------------------------------
 
@@ -279,10 +320,10 @@ class StoreMigration:
                     self.summary.differ(work.key, f"{where}content differs")
         self.progress.done(work.decision, 0)
 
-    def _delete(self, candidates: dict[str, list[tuple[str, ObjectInfo]]]) -> None:
+    def _delete(self, candidates: dict[str, KeySet]) -> None:
         """Keys only on targets (with --delete): the source is looked at again, now, per key,
         and the key deleted on each of its targets right after; a key back at the source stays."""
-        count = sum(len(on) for on in candidates.values())
+        count = sum(keys.count for keys in candidates.values())
         limit = self.options.max_delete
         if self.stats.source_keys == 0 and not self.options.allow_empty_source:
             self.summary.deletes_refused = count
@@ -294,18 +335,18 @@ class StoreMigration:
             self.summary.deletes_refused = count
             self.summary.deletes_refused_reason = f"more than --max-delete {limit}"
             return
-        for key, on in candidates.items():
-            for _, obj in on:
-                self.summary.plan(Action.DELETE, obj.size)
+        for key, on in _by_key(candidates):
+            for _, size in on:
+                self.summary.plan(Action.DELETE, size)
             if self.options.dry_run or self.cancel.is_set():
                 continue
             if not source_absent(self.reader.source, key):
                 self.summary.skip_delete(key)
                 continue
-            for name, obj in on:
+            for name, size in on:
                 try:
                     self.reconciler.targets[name].delete(key)
                 except Exception as exc:
                     self.summary.fail(key, f"delete on {name}: {describe(exc)}")
                     continue
-                self.summary.finish(Action.DELETE, obj.size)
+                self.summary.finish(Action.DELETE, size)

@@ -58,9 +58,9 @@ def test_a_short_run_of_both_scenarios_copies_every_object() -> None:
         assert ours["ratio_to_rclone"] > 0
         assert ours["cpu_per_unit"] > 0
         assert isinstance(ours["rss_within_goal"], bool)
-        assert ours["first_request_seconds"] + ours["after_first_request_seconds"] == pytest.approx(
-            ours["seconds"]
-        )
+        for contender in rows.values():  # medians of their own, each within the run
+            assert 0 < contender["first_request_seconds"] < contender["seconds"]
+            assert 0 < contender["after_first_request_seconds"] < contender["seconds"]
         two = result["two_targets"]
         assert set(two["medians"][load]) == {"s3-only", "azure-only", "both"}
         ratio = two["ratios"][load]

@@ -3,6 +3,7 @@ in, with memory that does not grow with the bucket (both listings are sorted on 
 
 from __future__ import annotations
 
+import itertools
 import random
 import tempfile
 import tracemalloc
@@ -16,13 +17,14 @@ import pytest
 
 from migrate import store_run
 from migrate.filters import KeyFilter
+from migrate.listing import KeySet
 from migrate.plan import Action
 from migrate.runner import Options
 from migrate.store_run import StoreMigration
 from replicator.clients import Endpoint
 from replicator.settings import Settings
 from replicator.store_target import StoreTarget
-from replicator.stores.base import ListedObject
+from replicator.stores.base import ListedObject, StoreUnavailableError
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -63,15 +65,22 @@ class Lister:
 
 
 class ListingStore:
-    """A target store that only lists: its blobs in the order given."""
+    """A target store that lists its blobs in the order given, and records deletes."""
 
     def __init__(self, keys: list[str]) -> None:
         self.keys = keys
+        self.deleted: list[str] = []
 
     def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ListedObject]:
         for key in self.keys:
             if key.startswith(prefix):
                 yield ListedObject(key, len(key), "0x8DC0FFEE", WHEN)
+
+    def incomplete_uploads(self, key: str) -> list[Any]:
+        return []
+
+    def delete(self, key: str) -> None:
+        self.deleted.append(key)
 
 
 def migration(
@@ -97,13 +106,135 @@ def test_keys_are_merged_in_byte_order_whatever_order_the_stores_list_in(
     keys = ["b", "a/b", "a-b", "é", "z", "a/a", "\U0001f600", "\uff5e"]  # Azure: UTF-16 order
     on_target = ["\uff5e", "a/a", "extra", "\U0001f600"]
     run = migration(monkeypatch, keys, on_target, delete=True)
-    deletes: dict[str, Any] = {}
+    deletes: dict[str, KeySet] = {}
     work = list(run._work(deletes))
     assert [w.key for w in work] == sorted(keys, key=lambda k: k.encode())
     actions = {w.key: w.decisions["t0"].action for w in work}
     assert {k for k, a in actions.items() if a is Action.COPY} == set(keys) - set(on_target)
-    assert list(deletes) == ["extra"]
+    assert list(deletes["t0"]) == [("extra", len("extra"))]
+    deletes["t0"].remove()
     assert not list(tmp_path.iterdir())  # the listings spilled to disk are gone
+
+
+def test_a_target_whose_listing_fails_is_reported_and_the_others_go_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    keys = [f"k{i:04d}" for i in range(3000)]
+
+    class Broken(ListingStore):
+        def list(self, prefix: str = "", start_after: str | None = None) -> Iterator[ListedObject]:
+            yield from itertools.islice(super().list(prefix), 1500)
+            raise StoreUnavailableError("container listing: 503 ServerBusy")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    run = migration(monkeypatch, keys, [], [])
+    run.targets[1].target = Broken(keys)  # type: ignore[attr-defined]
+    reading = run._work({})
+    first = next(reading)
+    assert len(list(tmp_path.iterdir())) == 2  # the failed listing's part is gone already
+    work = [first, *reading]
+    assert [w.key for w in work] == keys
+    assert all(set(w.decisions) == {"t0"} for w in work)
+    summary = run.summary.settle()
+    assert [f["key"] for f in summary.failures] == ["(listing of target t1)"]
+    assert "503 ServerBusy" in summary.failures[0]["error"]
+
+
+def test_a_reader_stopped_early_leaves_no_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    keys = [f"k{i:04d}" for i in range(100)]
+    work = migration(monkeypatch, keys, [], keys[:10])._work({})
+    assert next(work).key == "k0000"
+    assert len(list(tmp_path.iterdir())) == 3  # the source's listing and each target's
+    work.close()  # as when the run is cancelled
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_cancelled_listing_decides_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = [f"k{i:05d}" for i in range(5000)]
+    run = migration(monkeypatch, keys, [])
+    pages = Lister.pages
+    fetched = []
+
+    def cancelling(self: Lister, prefix: str, start_after: str | None) -> Iterator[list[dict[str, Any]]]:
+        for number, page in enumerate(pages(self, prefix, start_after)):
+            fetched.append(number)
+            if number == 2:
+                run.stop()
+            yield page
+
+    monkeypatch.setattr(Lister, "pages", cancelling)
+    assert list(run._work({})) == []  # not the 3,000 keys listed before the cancel
+    assert fetched == [0, 1, 2]  # and no page asked for after it
+
+
+def deletes_of(tmp_path: Path, **on: list[str]) -> dict[str, KeySet]:
+    sets = {}
+    for name, keys in on.items():
+        sets[name] = KeySet(str(tmp_path))
+        for key in keys:
+            sets[name].add(key, 7)
+    return sets
+
+
+def test_deletes_look_at_the_source_once_per_key_and_delete_on_every_target_holding_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    run = migration(monkeypatch, ["kept"], [], [])
+    looked: list[str] = []
+    back = {"b"}  # written again at the source since it was listed: stays
+
+    def absent(endpoint: Any, key: str) -> bool:
+        looked.append(key)
+        return key not in back
+
+    monkeypatch.setattr(store_run, "source_absent", absent)
+    run.stats.source_keys = 1
+    candidates = deletes_of(tmp_path, t0=["a", "b", "c"], t1=["a", "b"])
+    run._delete(candidates)
+    assert looked == ["a", "b", "c"]
+    assert [t.target.deleted for t in run.targets] == [["a", "c"], ["a"]]  # type: ignore[attr-defined]
+    summary = run.summary.settle()
+    assert summary.done["delete"] == 3
+    assert summary.planned["delete"] == 5
+    for keys in candidates.values():
+        keys.remove()
+
+
+@pytest.mark.parametrize(("source_keys", "limit"), [(0, None), (1, 2)], ids=["empty-source", "max-delete"])
+def test_deletes_are_refused_whole_for_an_empty_source_or_past_max_delete(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source_keys: int, limit: int | None
+) -> None:
+    run = migration(monkeypatch, [], [], [], max_delete=limit)
+    monkeypatch.setattr(store_run, "source_absent", lambda *_: True)
+    run.stats.source_keys = source_keys
+    candidates = deletes_of(tmp_path, t0=["a", "b"], t1=["a"])
+    run._delete(candidates)
+    assert [t.target.deleted for t in run.targets] == [[], []]  # type: ignore[attr-defined]
+    assert run.summary.deletes_refused == 3
+    for keys in candidates.values():
+        keys.remove()
+
+
+def test_keys_only_on_targets_are_read_back_once_each_with_every_target_that_holds_them(
+    tmp_path: Path,
+) -> None:
+    sets = {"a": KeySet(str(tmp_path)), "b": KeySet(str(tmp_path))}
+    for key in ("z", "y", "\u00e9", "x"):
+        sets["a"].add(key, 1)
+    for key in ("y", "\u00e9", "w"):
+        sets["b"].add(key, 2)
+    try:
+        assert list(store_run._by_key(sets)) == [
+            ("w", [("b", 2)]),
+            ("x", [("a", 1)]),
+            ("y", [("a", 1), ("b", 2)]),
+            ("z", [("a", 1)]),
+            ("\u00e9", [("a", 1), ("b", 2)]),
+        ]
+    finally:
+        for keys in sets.values():
+            keys.remove()
 
 
 def test_a_key_on_one_target_only_is_work_for_the_other(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,12 +250,20 @@ def test_a_key_on_one_target_only_is_work_for_the_other(monkeypatch: pytest.Monk
         assert w.decisions[holding].action is Action.VERIFY
 
 
-def test_memory_does_not_grow_with_the_listings(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "key_filter",
+    [KeyFilter(), KeyFilter(include=("dir1/*",)), KeyFilter(min_size=10**6)],
+    ids=["all", "few-keys-included", "every-object-too-small"],
+)
+def test_memory_does_not_grow_with_the_listings(
+    monkeypatch: pytest.MonkeyPatch, key_filter: KeyFilter
+) -> None:
     count = 20_000
     keys = [f"dir{i % 97}/object-{i:07d}.bin" for i in range(count)]
     random.Random(2).shuffle(keys)
     on_target = keys[: count // 2]
-    run = migration(monkeypatch, keys, on_target, key_filter=KeyFilter())
+    # Two targets: the source is read once per target, each at its own pace.
+    run = migration(monkeypatch, keys, on_target, [], key_filter=key_filter)
     tracemalloc.start()
     try:
         copies = seen = 0
@@ -137,7 +276,8 @@ def test_memory_does_not_grow_with_the_listings(monkeypatch: pytest.MonkeyPatch)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert copies == count - len(on_target)
+    selected = [k for k in keys if key_filter.key_selected(k) and key_filter.min_size is None]
+    assert copies == len(selected)  # every selected key is missing on the second target
     assert seen >= copies
     # Held in lists, the two listings' objects came to 12 MiB here (2.5 sorted on disk).
     assert peak < 6 * 2**20, f"peak {peak / 2**20:.1f} MiB"
