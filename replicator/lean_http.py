@@ -9,6 +9,7 @@ object's copy): the stores answer with plain `Name: value` lines.
 from __future__ import annotations
 
 import http.client
+import os
 import select
 import ssl
 import threading
@@ -45,6 +46,18 @@ class QuickHeadersResponse(http.client.HTTPResponse):
         http.client.HTTPResponse.begin.__code__,
         {**vars(http.client), "parse_headers": _parse_headers},
     )
+
+
+def verifying_context(bundle: str) -> ssl.SSLContext:
+    """TLS verification against a CA bundle, a file or a directory (as requests and botocore read
+    them). One this path cannot load leaves the endpoint to the full client, which reports it in
+    its own words on its first request."""
+    try:
+        if os.path.isdir(bundle):
+            return ssl.create_default_context(capath=bundle)
+        return ssl.create_default_context(cafile=bundle)
+    except (OSError, ValueError) as exc:
+        raise LeanUnsupported(f"CA bundle {bundle!r} unusable: {exc}") from None
 
 
 class Connection(http.client.HTTPConnection):

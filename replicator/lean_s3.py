@@ -17,7 +17,6 @@ and the caller uses boto3.
 from __future__ import annotations
 
 import http.client
-import os
 import re
 import ssl
 import xml.etree.ElementTree as ET
@@ -30,7 +29,7 @@ from botocore.exceptions import ClientError
 from botocore.httpsession import get_cert_path
 
 from replicator.clients import Endpoint
-from replicator.lean_http import LeanUnsupported, ThreadConnections
+from replicator.lean_http import LeanUnsupported, ThreadConnections, verifying_context
 from replicator.logs import get_logger
 from replicator.settings import Settings
 from replicator.sigv4 import SigV4Signer, query_string
@@ -115,14 +114,7 @@ def _transport(client: Any, https: bool) -> ssl.SSLContext | None:
         return None
     if verify is False:
         raise LeanUnsupported("certificate verification is off")
-    bundle = str(get_cert_path(verify))
-    try:
-        if os.path.isdir(bundle):
-            return ssl.create_default_context(capath=bundle)
-        return ssl.create_default_context(cafile=bundle)
-    except (OSError, ValueError) as exc:
-        # boto3 reports an unusable bundle on its first request, in its own words.
-        raise LeanUnsupported(f"CA bundle {bundle!r} unusable: {exc}") from None
+    return verifying_context(str(get_cert_path(verify)))
 
 
 class LeanS3:

@@ -33,7 +33,7 @@ import requests
 import requests.utils
 from azure.storage.blob._shared.authentication import _storage_header_sort
 
-from replicator.lean_http import LeanUnsupported, ThreadConnections
+from replicator.lean_http import LeanUnsupported, ThreadConnections, verifying_context
 
 # Headers whose values the Shared Key string-to-sign lists by position, in that order, then Range:
 # the SDK's list names it "byte_range", which no request carries, so its line is always empty (the
@@ -198,10 +198,6 @@ def _tls_context() -> ssl.SSLContext:
     """Verification against the CA bundle the SDK's requests session uses: REQUESTS_CA_BUNDLE or
     CURL_CA_BUNDLE where set (a file or a directory, as requests reads them), else certifi's. A
     bundle this path cannot load leaves the endpoint to the SDK, which reports it in its words."""
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
-    try:
-        if os.path.isdir(bundle):
-            return ssl.create_default_context(capath=bundle)
-        return ssl.create_default_context(cafile=bundle)
-    except (OSError, ValueError) as exc:
-        raise LeanUnsupported(f"CA bundle {bundle!r} unusable: {exc}") from None
+    return verifying_context(
+        os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    )
