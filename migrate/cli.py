@@ -14,9 +14,9 @@ import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from migrate.filters import KeyFilter, parse_shard, parse_size, parse_when
-from migrate.inventory import InventoryError, InventoryListing, open_inventory
 from migrate.plan import Action
 from migrate.progress import Progress
 from migrate.run_metrics import emf_document, emit, run_dimensions
@@ -34,6 +34,9 @@ from replicator.runtime import EXIT_CONFIG, EXIT_STARTUP, Runtime, start
 from replicator.settings import Settings
 from replicator.targets import S3Target, Target
 from replicator.transfer import TransferEngine
+
+if TYPE_CHECKING:
+    from migrate.inventory import InventoryListing
 
 DEFAULT_CONCURRENCY = 32  # objects in flight
 EXIT_DIFFERENT = 1
@@ -385,6 +388,9 @@ def _migrate(
     options = _options(args)
     inventory: InventoryListing | None = None
     if args.source_inventory:
+        # Off the default path: its models and parsers cost start-up time every run would pay.
+        from migrate.inventory import InventoryError, open_inventory  # noqa: PLC0415
+
         try:
             inventory = open_inventory(
                 args.source_inventory,

@@ -34,10 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-import structlog
-
 from replicator.errors import CancelledError, PermanentError, SourceBucketMissingError, describe
-from replicator.logs import get_logger, scrub
+from replicator.logs import bind_context, get_logger, scrub, unbind_context
 from replicator.messages import MessageError, ReplicationMessage
 from replicator.metrics import SOURCE_BUCKET_MISSING, ReplicationMetrics
 from replicator.reconcile import Outcome, Reconciler
@@ -278,14 +276,14 @@ class QueueConsumer:
     # -- work ---------------------------------------------------------------------------------
 
     def _work(self, lease: Lease) -> None:
-        structlog.contextvars.bind_contextvars(message_id=lease.first.message_id, key=lease.key)
+        bind_context(message_id=lease.first.message_id, key=lease.key)
         try:
             self._reconcile(lease)
         except Exception as exc:  # never lose a job silently
             log.exception("job_crashed", error=describe(exc))
             lease.finish(self._back_off)
         finally:
-            structlog.contextvars.unbind_contextvars("message_id", "key")
+            unbind_context("message_id", "key")
             with self._lock:
                 self._leases.pop(id(lease), None)
             self._release_slots(len(lease.deliveries))

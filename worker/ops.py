@@ -7,15 +7,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from rich.console import Console
-from rich.table import Table
 
 from replicator.errors import StartupError, describe
 from replicator.logs import get_logger
 from replicator.metrics import DIMENSION, SOURCE_BUCKET_MISSING, TARGET_DIMENSION
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = get_logger("ops")
 
@@ -231,6 +232,10 @@ def print_status(status: Status, as_json: bool, console: Console | None = None) 
     if as_json:
         print(json.dumps(asdict(status)))
         return
+    # rich only here: the worker imports this module, and its start need not load rich.
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
     console = console or Console()
 
     def show(value: Any, unit: str = "") -> str:

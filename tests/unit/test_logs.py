@@ -3,7 +3,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +94,40 @@ def test_an_exception_that_ends_a_thread_is_logged_scrubbed_and_without_locals(f
     assert "RuntimeError" in output and "ValueError" in output  # the tracebacks are there
     assert "local-secret-4f9a2c7e" not in output and "thread-secret-3c9d1f" not in output
     assert REDACTED in output
+
+
+def _modules_after(statement: str) -> set[str]:
+    """The modules a fresh interpreter holds after `statement` (this checkout first on the path)."""
+    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    root = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); {code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(done.stdout.split())
+
+
+def test_logging_and_the_migrate_command_start_without_rich_or_the_inventory_reader() -> None:
+    # structlog would import rich's traceback renderer and pretty-printer (a fifth of a start);
+    # the S3 Inventory reader is for --source-inventory only.
+    loaded = _modules_after("import migrate.cli, worker.cli")
+    assert "structlog" in loaded and "replicator.logs" in loaded
+    assert not {name for name in loaded if name == "rich" or name.startswith("rich.")}
+    assert "migrate.inventory" not in loaded
+
+
+def test_rich_still_loads_after_logging_for_the_progress_bar_and_the_summary() -> None:
+    loaded = _modules_after(
+        "import replicator.logs, structlog; import rich.progress, rich.table; "
+        "assert structlog.dev.rich is None and sys.modules['rich'] is not None"
+    )
+    assert {"rich.progress", "rich.table"} <= loaded
+
+
+def test_console_logs_keep_working_with_rich_hidden_from_structlog() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", "console", stream=stream)
+    get_logger("t").info("listed", keys=3)
+    assert "listed" in stream.getvalue() and "keys=3" in stream.getvalue()
