@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from migrate.filters import KeyFilter, parse_shard, parse_size, parse_when
 from migrate.plan import Action
 from migrate.progress import Progress
+from migrate.records import Records
 from migrate.run_metrics import emf_document, emit, run_dimensions
 from migrate.runner import (
     DEFAULT_MAX_DELETE,
@@ -198,14 +199,16 @@ def _print_summary(summary: Summary, options: Options) -> None:
             )
     console.print(table)
 
-    def listed(items: list[dict[str, str]], label: str, field: str) -> None:
-        for item in items[:LISTED]:
+    def listed(items: Records[dict[str, str]], label: str, field: str) -> None:
+        for item in items.head(LISTED):
             console.print(f"{label}: {escape(repr(item['key']))}: {escape(item[field])}")
         if len(items) > LISTED:
             console.print(f"... and {len(items) - LISTED} more (see --report)")
 
-    for diff in summary.differences:
+    for diff in summary.differences.head(LISTED):
         console.print(f"DIFF {diff['difference']}: {escape(repr(diff['key']))}")
+    if len(summary.differences) > LISTED:
+        console.print(f"... and {len(summary.differences) - LISTED} more differences (see --report)")
     listed(summary.failures, "[red]FAILED[/]", "error")
     if summary.unstorable:
         console.print(f"[red]{len(summary.unstorable)} object(s) cannot be stored on the target[/]:")
@@ -228,11 +231,11 @@ def _print_summary(summary: Summary, options: Options) -> None:
             f"{len(summary.gone)} object(s) deleted at the source since listed, not copied (not a "
             "failure: the event pipeline, or the next run, settles their keys on the target)"
         )
-        for key in summary.gone[:LISTED]:
+        for key in summary.gone.head(LISTED):
             console.print(f"gone since listed: {escape(repr(key))}")
     if summary.deletes_skipped:
         console.print(f"{len(summary.deletes_skipped)} deletes skipped: source has the key again")
-        for key in summary.deletes_skipped[:LISTED]:
+        for key in summary.deletes_skipped.head(LISTED):
             console.print(f"deletes skipped: source has the key again: {escape(repr(key))}")
     if summary.deletes_refused:
         console.print(
@@ -356,12 +359,7 @@ def _migrate_store(args: argparse.Namespace, runtime: Runtime, targets: list[Tar
         signal.signal(signal.SIGTERM, migration.stop)
         signal.signal(signal.SIGINT, migration.stop)
         summary = migration.run()
-    _print_summary(summary, options)
-    if args.report:
-        _write_report(args, summary, None)
-    if args.metrics:
-        _emit_metrics(summary, runtime.settings, args.check)
-    return exit_code(summary)
+    return _conclude(args, summary, options, runtime.settings)
 
 
 def _migrate(
@@ -430,12 +428,22 @@ def _migrate(
             inventory.close()
     if inventory is not None:
         summary.listing["inventory_created"] = inventory.created.isoformat()
-    _print_summary(summary, options)
-    if args.report:
-        _write_report(args, summary, name)
-    if args.metrics:
-        _emit_metrics(summary, runtime.settings, args.check)
-    return exit_code(summary)
+    return _conclude(args, summary, options, runtime.settings, name)
+
+
+def _conclude(
+    args: argparse.Namespace, summary: Summary, options: Options, settings: Settings, name: str | None = None
+) -> int:
+    """The summary on stderr, --report, --metrics; the exit code. The findings' files go after."""
+    try:
+        _print_summary(summary, options)
+        if args.report:
+            _write_report(args, summary, name)
+        if args.metrics:
+            _emit_metrics(summary, settings, args.check)
+        return exit_code(summary)
+    finally:
+        summary.close()
 
 
 def _write_report(args: argparse.Namespace, summary: Summary, name: str | None) -> None:
@@ -458,7 +466,17 @@ def _write_report(args: argparse.Namespace, summary: Summary, name: str | None) 
         **({"target": name} if name else {}),
         **summary.as_dict(),
     }
-    path.write_text(json.dumps(report, indent=2, default=str))
+    # Streamed: the findings (every difference of a --check, say) are read back from disk one
+    # at a time, never held together.
+    with path.open("w", encoding="utf-8") as out:
+        out.write("{")
+        for number, (field, value) in enumerate(report.items()):
+            out.write(("," if number else "") + f"\n  {json.dumps(field)}: ")
+            if isinstance(value, Records):
+                value.write_json(out)
+            else:
+                out.write(json.dumps(value, default=str))
+        out.write("\n}\n")
 
 
 def _emit_metrics(summary: Summary, settings: Settings, check: bool, failed: bool = False) -> None:

@@ -29,10 +29,11 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import Annotated, Any, TextIO
 
-from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, NonNegativeFloat, NonNegativeInt, ValidationError
 
+from migrate.records import as_count
 from replicator.metrics import DIMENSION
 
 EVENT = "migrate_run_metrics"
@@ -46,6 +47,10 @@ UNITS = {
     "ObjectsCompared": "Count",
     "Seconds": "Seconds",
 }
+
+
+# A list of findings, or a Records of them, as its length.
+Found = Annotated[NonNegativeInt, BeforeValidator(as_count)]
 
 
 class _Model(BaseModel):
@@ -62,27 +67,26 @@ class RunReport(_Model):
 
     planned: dict[str, NonNegativeInt]
     done: dict[str, NonNegativeInt]
-    failures: list[Any]
-    differences: list[Any]
+    # Findings are counted: a report's lists, or a summary's Records (never read back from disk).
+    failures: Found
+    differences: Found
     seconds: NonNegativeFloat
     cancelled: bool = False
     source_bucket_missing: str = ""
     deletes_refused: NonNegativeInt = 0
-    cannot_be_stored_on_target: list[Any] = []
-    gone_since_listed: list[Any] = []
-    deletes_skipped_source_has_key_again: list[Any] = []
-    archived_not_copied: list[Any] = []
+    cannot_be_stored_on_target: Found = 0
+    gone_since_listed: Found = 0
+    deletes_skipped_source_has_key_again: Found = 0
+    archived_not_copied: Found = 0
     listing: _Listing | None = None
 
 
 def drift_values(report: RunReport, *, check: bool) -> dict[str, int | float]:
     """The metric values of one run (see the module's docstring)."""
     incomplete = int(report.cancelled or bool(report.source_bucket_missing))
-    failed = (
-        len(report.failures) + len(report.cannot_be_stored_on_target) + report.deletes_refused + incomplete
-    )
+    failed = report.failures + report.cannot_be_stored_on_target + report.deletes_refused + incomplete
     if check:
-        found = len(report.differences)
+        found = report.differences
         repaired = 0
         remaining = found
     else:
@@ -90,12 +94,8 @@ def drift_values(report: RunReport, *, check: bool) -> dict[str, int | float]:
         repaired = sum(report.done.get(action, 0) for action in REPAIRS)
         # Archived sources the merge already knew are planned as "archived", outside `found`; the
         # rest were planned as copies and turned out archived when looked at.
-        archived_on_a_look = max(0, len(report.archived_not_copied) - report.planned.get("archived", 0))
-        settled = (
-            len(report.gone_since_listed)
-            + len(report.deletes_skipped_source_has_key_again)
-            + archived_on_a_look
-        )
+        archived_on_a_look = max(0, report.archived_not_copied - report.planned.get("archived", 0))
+        settled = report.gone_since_listed + report.deletes_skipped_source_has_key_again + archived_on_a_look
         remaining = max(0, found - repaired - settled)
     values: dict[str, int | float] = {
         "DriftFound": found,

@@ -31,6 +31,7 @@ from migrate.keyspace import KeyRange, Order, ordered, ranges_between
 from migrate.listing import KeySet, Lister, ListingOrderError, StoreLister, listed_now
 from migrate.plan import Action, Decision, MergeStats, source_newer
 from migrate.progress import Progress
+from migrate.records import Records
 from migrate.uploads import abort_uploads_of
 from migrate.walk import Plan, Skipped, Walk, detect_order
 from replicator.clients import Clients, Endpoint, build_clients
@@ -131,16 +132,18 @@ class Summary:
     planned_bytes: Counter[str] = field(default_factory=Counter)
     done: Counter[str] = field(default_factory=Counter)
     done_bytes: Counter[str] = field(default_factory=Counter)
-    failures: list[dict[str, str]] = field(default_factory=list)
-    differences: list[dict[str, str]] = field(default_factory=list)
+    # Per-key findings: counted, the first ones in memory, all of them on disk past that
+    # (migrate/records.py): a --check can find as many differences as the bucket has keys.
+    failures: Records[dict[str, str]] = field(default_factory=Records)
+    differences: Records[dict[str, str]] = field(default_factory=Records)
     # Sources in an archive storage class or tier: not copied, not failures.
-    archived: list[dict[str, str]] = field(default_factory=list)
+    archived: Records[dict[str, str]] = field(default_factory=Records)
     # Keys the target refuses for good: not retried, reported with the target's reason.
-    unstorable: list[dict[str, str]] = field(default_factory=list)
+    unstorable: Records[dict[str, str]] = field(default_factory=Records)
     # Deletes not made because the source held the key again when they were due.
-    deletes_skipped: list[str] = field(default_factory=list)
+    deletes_skipped: Records[str] = field(default_factory=Records)
     # Keys deleted at the source between the listing and their copy: not failures.
-    gone: list[str] = field(default_factory=list)
+    gone: Records[str] = field(default_factory=Records)
     unverified: int = 0
     listing_restarts: int = 0
     deletes_refused: int = 0
@@ -234,10 +237,24 @@ class Summary:
                 del counter[name]
         self.planned = Counter({name: self.done[name] for name in made if self.done.get(name)})
         self.planned_bytes = Counter({name: self.done_bytes[name] for name in self.planned})
-        for items in (self.failures, self.differences, self.archived, self.unstorable, self.gone):
-            items.clear()
-        self.deletes_skipped.clear()
+        for records in self._records():
+            records.clear()
         self.unverified = 0
+
+    def _records(self) -> tuple[Records[Any], ...]:
+        return (
+            self.failures,
+            self.differences,
+            self.archived,
+            self.unstorable,
+            self.deletes_skipped,
+            self.gone,
+        )
+
+    def close(self) -> None:
+        """Remove the findings' files (once the report is written)."""
+        for records in self._records():
+            records.close()
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -191,11 +191,12 @@ class StoreMigration:
                 )
                 for index, listing in enumerate(listings)
             ]
-            for _, group in itertools.groupby(
-                heapq.merge(*streams, key=lambda item: item[:2]), lambda i: i[0]
-            ):
+            groups = itertools.groupby(heapq.merge(*streams, key=lambda item: item[:2]), lambda i: i[0])
+            for seen, (_, group) in enumerate(groups):
                 if self.cancel.is_set():
                     return  # also in a long run of keys with nothing to do
+                if seen % 1000 == 0:
+                    self.summary.settle()  # events folded as they come: memory flat for any bucket
                 work: dict[str, Decision] = {}
                 skipped: ObjectInfo | None = None
                 for _, index, decision in group:

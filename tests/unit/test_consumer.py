@@ -877,7 +877,9 @@ def test_a_slow_renewal_neither_delays_the_loss_of_its_lease_nor_blocks_other_le
     consumer.run(drain=True)
     watcher.join()
     assert reconciler.cancelled == ["stuck"]
-    assert cancelled_at[0] < 4 - consumer.lease_policy.margin + 0.5  # while its renewal hung
+    # While its renewal hung: before the lease ran out at 4 s, when the hung call returns. (Due at
+    # 4 - margin = 3 s; a loaded machine's scheduling took it to 3.7 once.)
+    assert cancelled_at[0] < 4
     assert ("h2", 4) in sqs.visibility  # the other lease was renewed meanwhile ...
     assert "h2" in sqs.deleted  # ... and its copy finished
     time.sleep(max(0.0, 4.5 - (time.monotonic() - started)))  # the hung call returns

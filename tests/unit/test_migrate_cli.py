@@ -82,12 +82,12 @@ def test_exit_codes(fields: dict[str, object], code: int) -> None:
 
 def test_the_summary_names_each_category(capsys: pytest.CaptureFixture[str]) -> None:
     summary = Summary(
-        archived=[{"key": "cold", "reason": "archived in GLACIER, not copied"}],
-        unstorable=[{"key": "a", "reason": "an object and a prefix of the same name cannot coexist"}],
-        deletes_skipped=["back"],
-        deletes_refused=3,
-        deletes_refused_reason="they exceed --max-delete 2 (raise it, or 'unlimited')",
+        deletes_refused=3, deletes_refused_reason="they exceed --max-delete 2 (raise it, or 'unlimited')"
     )
+    summary.archive("cold", "archived in GLACIER, not copied")
+    summary.refuse_key("a", "an object and a prefix of the same name cannot coexist")
+    summary.skip_delete("back")
+    summary.settle()
     summary.done["metadata"] = 2
     cli._print_summary(summary, Options())
     err = " ".join(capsys.readouterr().err.split())

@@ -281,3 +281,23 @@ def test_memory_does_not_grow_with_the_listings(
     assert seen >= copies
     # Held in lists, the two listings' objects came to 12 MiB here (2.5 sorted on disk).
     assert peak < 6 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_the_summary_is_folded_as_the_keys_go_by_not_at_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A --check against a target holding 10^8 keys the source lacks: 10^8 findings would wait in
+    # the summary's queue until the end.
+    keys = [f"k{i:05d}" for i in range(12_000)]
+    run = migration(monkeypatch, [], keys, check=True)
+    waiting: list[int] = []
+    differ = run.summary.differ
+
+    def recording(key: str, what: str) -> None:
+        waiting.append(run.summary._events.qsize())
+        differ(key, what)
+
+    run.summary.differ = recording  # type: ignore[method-assign]
+    summary = run.run()
+    assert len(summary.differences) == len(keys) == len(waiting)
+    assert summary.differences[-1] == {"key": keys[-1], "difference": "extra on target"}
+    assert max(waiting) <= 1001
+    summary.close()
