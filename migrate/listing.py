@@ -242,7 +242,9 @@ class ListingSpill:
         self.path = Path(name)
         self._order_key = order_key
         try:
-            self._db = sqlite3.connect(self.path)
+            # Filled by a listing thread, then read by the merge's thread once the fill is over:
+            # one thread at a time, never together.
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
         except BaseException:
             self.path.unlink(missing_ok=True)
             raise

@@ -1,11 +1,11 @@
 """Migration (or a check) to several targets at once, or to one that is not S3-compatible.
 
 The source is listed once; it and each target's listing (ListObjectsV2 for an S3 target, the
-store's own list call for Azure Blob) are spilled to disk (SQLite, as the S3 path does for stores
-that list in another order), then merged in byte order, each target's merge reading the source's
-spill at its own pace. Keys only on targets (for --delete) go to disk too. Memory stays flat
-whatever the bucket size; the disk holds about 200 bytes a key of 40 characters, per listing,
-while the run lasts.
+store's own list call for Azure Blob), all at the same time, are spilled to disk (SQLite, as the
+S3 path does for stores that list in another order), then merged in byte order, each target's
+merge reading the source's spill at its own pace. Keys only on targets (for --delete) go to disk
+too. Memory stays flat whatever the bucket size; the disk holds about 200 bytes a key of 40
+characters, per listing, while the run lasts.
 Each key that is missing, different or not provably ours on some targets is reconciled on those
 targets together, through the same Reconciler as the worker: one GET of a small source object
 serves every target, a large one is read per target (each has its own part layout and pace).
@@ -163,20 +163,10 @@ class StoreMigration:
         per-target merges then run side by side, key by key, each reading the source's spill at
         its own pace. A target that cannot be listed is reported and left out."""
         with ExitStack() as spills:
-            source = spills.enter_context(ListingSpill())
-            source.fill(self._source_entries())  # listed once, for all
-            listings: list[Iterator[ObjectInfo]] = []
-            listed: list[Target] = []
-            for target in self.targets:
-                spill = spills.enter_context(ListingSpill())
-                try:
-                    listings.append(self._fill(spill, target))
-                except Exception as exc:
-                    spill.close()  # its part of a listing, perhaps large, goes now
-                    log.error("target_listing_failed", target=target.name, error=describe(exc))
-                    self.summary.fail(f"(listing of target {target.name})", describe(exc))
-                    continue
-                listed.append(target)
+            source = spills.enter_context(ListingSpill())  # listed once, for all
+            listings, listed = self._list_all(
+                source, [spills.enter_context(ListingSpill()) for _ in self.targets]
+            )
             if self.cancel.is_set():
                 return  # the listings may be partial: nothing is decided from them
             streams = [
@@ -221,40 +211,78 @@ class StoreMigration:
                     self.summary.skipped(1, skipped.size)
                     self.progress.skipped(1)
 
-    def _pages(self, pages: Iterable[list[T]]) -> Iterator[T]:
-        """The entries of `pages`, until the run is cancelled (a listing of hours stops at once)."""
+    def _list_all(
+        self, source: ListingSpill, spills: list[ListingSpill]
+    ) -> tuple[list[Iterator[ObjectInfo]], list[Target]]:
+        """The source and every target listed at the same time, each into its spill: the first
+        copy waits for the longest listing, not for all of them one after another (hours each
+        at 10^8 keys). Returns each listed target's entries in byte order, and those targets; a
+        target that cannot be listed is reported and left out. A failed source listing stops
+        the others at their next page and raises."""
+        halt = threading.Event()
+        with ThreadPoolExecutor(1 + len(spills), thread_name_prefix="listing") as pool:
+            source_listed = pool.submit(source.fill, self._source_entries(halt))
+            filled = [
+                pool.submit(self._fill, spill, target, halt)
+                for spill, target in zip(spills, self.targets, strict=True)
+            ]
+            try:
+                source_listed.result()
+            except BaseException:
+                halt.set()
+                raise
+        listings: list[Iterator[ObjectInfo]] = []
+        listed: list[Target] = []
+        for target, future in zip(self.targets, filled, strict=True):
+            try:
+                listings.append(future.result())
+            except Exception as exc:
+                log.error("target_listing_failed", target=target.name, error=describe(exc))
+                self.summary.fail(f"(listing of target {target.name})", describe(exc))
+                continue
+            listed.append(target)
+        return listings, listed
+
+    def _pages(self, pages: Iterable[list[T]], halt: threading.Event) -> Iterator[T]:
+        """The entries of `pages`, until the run is cancelled or `halt` is set (a listing of hours
+        stops at once)."""
         pages = iter(pages)
-        while not self.cancel.is_set():
+        while not self.cancel.is_set() and not halt.is_set():
             page = next(pages, None)
             if page is None:
                 return
             yield from page
 
-    def _source_entries(self) -> Iterator[dict[str, Any]]:
+    def _source_entries(self, halt: threading.Event) -> Iterator[dict[str, Any]]:
         settings = self.reader.settings
         lister = StoreLister(
             self.reader.source, lean_path(self.reader.source, settings), settings.max_attempts
         )
-        return self._pages(lister.pages(self.options.key_filter.prefix, None))
+        return self._pages(lister.pages(self.options.key_filter.prefix, None), halt)
 
-    def _fill(self, spill: ListingSpill, target: Target) -> Iterator[ObjectInfo]:
+    def _fill(self, spill: ListingSpill, target: Target, halt: threading.Event) -> Iterator[ObjectInfo]:
         """The target's listing, spilled and read back in byte order: a store's own order need not
-        be S3's (Azure's is by UTF-16 code unit, SeaweedFS's by path segment)."""
+        be S3's (Azure's is by UTF-16 code unit, SeaweedFS's by path segment). A listing that
+        fails takes its spill, perhaps large, with it at once."""
         prefix = self.options.key_filter.prefix
-        if isinstance(target, S3Target):
-            end, settings = target.engine.target, target.engine.settings
-            lister = StoreLister(end, lean_path(end, settings), settings.max_attempts)
-            entries: Iterator[dict[str, Any]] = self._pages(lister.pages(prefix, None))
-            spill.fill(entries)
-            return map(ObjectInfo.from_listing, spill.rows())
-        assert isinstance(target, StoreTarget)
-        objects = iter(target.target.list(prefix))
-        pages = iter(lambda: list(itertools.islice(objects, 1000)), [])
-        spill.fill(
-            {"Key": o.key, "Size": o.size, "ETag": o.etag, "LastModified": o.last_modified}
-            for o in self._pages(pages)
-        )
-        return _store_objects(spill)
+        try:
+            if isinstance(target, S3Target):
+                end, settings = target.engine.target, target.engine.settings
+                lister = StoreLister(end, lean_path(end, settings), settings.max_attempts)
+                entries: Iterator[dict[str, Any]] = self._pages(lister.pages(prefix, None), halt)
+                spill.fill(entries)
+                return map(ObjectInfo.from_listing, spill.rows())
+            assert isinstance(target, StoreTarget)
+            objects = iter(target.target.list(prefix))
+            pages = iter(lambda: list(itertools.islice(objects, 1000)), [])
+            spill.fill(
+                {"Key": o.key, "Size": o.size, "ETag": o.etag, "LastModified": o.last_modified}
+                for o in self._pages(pages, halt)
+            )
+            return _store_objects(spill)
+        except BaseException:
+            spill.close()
+            raise
 
     # -- one key ----------------------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import random
 import tempfile
+import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -301,3 +303,61 @@ def test_the_summary_is_folded_as_the_keys_go_by_not_at_the_end(monkeypatch: pyt
     assert summary.differences[-1] == {"key": keys[-1], "difference": "extra on target"}
     assert max(waiting) <= 1001
     summary.close()
+
+
+def test_the_source_and_every_target_are_listed_at_the_same_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One after another, the first copy of a bucket of 10^8 keys would wait for every listing.
+    keys = [f"k{i:04d}" for i in range(2500)]
+    run = migration(monkeypatch, keys, keys[:5], keys[:7])
+    together = threading.Barrier(3, timeout=10)  # each listing waits until all three have begun
+    source_pages = Lister.pages
+
+    def source_waiting(self: Lister, prefix: str, start_after: str | None) -> Iterator[list[dict[str, Any]]]:
+        together.wait()
+        yield from source_pages(self, prefix, start_after)
+
+    monkeypatch.setattr(Lister, "pages", source_waiting)
+    for target in run.targets:
+        store = target.target  # type: ignore[attr-defined]
+
+        def waiting(prefix: str = "", start_after: str | None = None, listed: Any = store.list) -> Any:
+            together.wait()
+            yield from listed(prefix)
+
+        store.list = waiting
+    work = list(run._work({}))
+    assert [w.key for w in work] == keys
+    assert {name for w in work[:5] for name in w.decisions} == {"t0", "t1"}
+
+
+def test_a_failed_source_listing_stops_the_target_listings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    keys = [f"k{i:05d}" for i in range(20_000)]
+    run = migration(monkeypatch, keys, keys)
+    target_pages: list[int] = []
+    listing = threading.Event()
+
+    def failing(self: Lister, prefix: str, start_after: str | None) -> Iterator[list[dict[str, Any]]]:
+        listing.wait(10)  # the target's listing is under way
+        raise StoreUnavailableError("source listing: 503 SlowDown")
+        yield []
+
+    monkeypatch.setattr(Lister, "pages", failing)
+    store = run.targets[0].target  # type: ignore[attr-defined]
+    listed = store.list
+
+    def slow(prefix: str = "", start_after: str | None = None) -> Iterator[ListedObject]:
+        for number, entry in enumerate(listed(prefix)):
+            if number % 1000 == 0:
+                target_pages.append(number)
+                listing.set()
+                time.sleep(0.05)
+            yield entry
+
+    store.list = slow
+    with pytest.raises(StoreUnavailableError, match="503 SlowDown"):
+        list(run._work({}))
+    assert 1 <= len(target_pages) < 5  # begun with the source's, stopped at its next pages
+    assert not list(tmp_path.iterdir())
