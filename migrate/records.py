@@ -10,13 +10,14 @@ more, every finding goes to a temporary JSON-lines file, read back only to write
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Any, Generic, TypeVar, overload
 
 T = TypeVar("T")
 
-# What a summary prints is the first 20; a thousand leaves room for any caller that wants more.
+# What a summary prints is the first 50; a thousand leaves room for any caller that wants more.
 KEPT = 1000
 
 
@@ -27,7 +28,7 @@ class Records(Generic[T]):
         self._kept = kept
         self._head: list[T] = []
         self._count = 0
-        self._spill: IO[str] | None = None
+        self._spill: IO[bytes] | None = None
 
     def append(self, item: T) -> None:
         self._count += 1
@@ -36,12 +37,11 @@ class Records(Generic[T]):
             return
         if self._spill is None:
             # Unlinked at once on Linux: gone when closed or when the process ends, however.
-            self._spill = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            self._spill = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
             for earlier in self._head:
-                self._spill.write(json.dumps(earlier) + "\n")
-        # A reader may have left the position anywhere: appends go to the end.
-        self._spill.seek(0, 2)
-        self._spill.write(json.dumps(item) + "\n")
+                self._spill.write(_line(earlier))
+        # Readers read by offset (os.pread), so the position stays at the end for appends.
+        self._spill.write(_line(item))
 
     def head(self, count: int) -> list[T]:
         """The first `count` findings (from memory while count <= kept)."""
@@ -53,17 +53,16 @@ class Records(Generic[T]):
         if self._spill is None:
             yield from list(self._head)
             return
-        self._spill.flush()
-        self._spill.seek(0)
-        offset = 0
+        spill, offset, rest = self._spill, 0, b""
         while True:
-            # Re-seek each time: an append between two items moves the position to the end.
-            self._spill.seek(offset)
-            line = self._spill.readline()
-            if not line:
+            spill.flush()  # what was appended meanwhile is read too
+            chunk = os.pread(spill.fileno(), _CHUNK, offset)
+            if not chunk:
                 return
-            offset = self._spill.tell()
-            yield json.loads(line)
+            offset += len(chunk)
+            *lines, rest = (rest + chunk).split(b"\n")
+            for line in lines:
+                yield json.loads(line)
 
     def __len__(self) -> int:
         return self._count
@@ -106,6 +105,14 @@ class Records(Generic[T]):
         for number, item in enumerate(self):
             out.write(("," if number else "") + "\n    " + json.dumps(item, default=str))
         out.write("\n  ]" if self._count else "]")
+
+
+_CHUNK = 1024 * 1024  # read back a megabyte at a time
+
+
+def _line(item: Any) -> bytes:
+    # ASCII (json escapes the rest, newlines included): one finding, one line.
+    return json.dumps(item).encode("ascii") + b"\n"
 
 
 def as_count(value: Any) -> Any:
